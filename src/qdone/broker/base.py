@@ -1,0 +1,229 @@
+"""The Broker interface: the semantics of a qdone queue service, documented once.
+
+qdone speaks to queues through this interface only. It mirrors Amazon SQS, so
+``broker/sqs.py`` is a thin mapping and ``broker/sqlite.py`` emulates the same
+contract on one machine. This module imports neither implementation;
+``qdone.broker.open_broker(url)`` picks one.
+
+Queues
+    A queue has a full name (prefix and suffixes included) and a *url*, an
+    opaque handle returned by ``create_queue`` and ``get_queue_url``; every
+    other call takes the url. Attributes are SQS's, as strings:
+    ``DelaySeconds``, ``MessageRetentionPeriod``, ``MaximumMessageSize``,
+    ``VisibilityTimeout``, ``RedrivePolicy`` (JSON ``{"deadLetterTargetArn",
+    "maxReceiveCount"}``), ``FifoQueue``, ``QueueArn`` and the approximate
+    counts ``ApproximateNumberOfMessages``, ``…NotVisible``, ``…Delayed``.
+    ``create_queue`` of an existing queue with the same attributes returns its
+    url; with different attributes it raises ``BrokerError``.
+
+Messages
+    ``send_batch`` takes up to 10 entries; FIFO queues need a group id and a
+    deduplication id on each, and a dedup id seen in the last 5 minutes is
+    accepted but not enqueued again. ``receive`` returns up to 10 messages and
+    hides them for ``visibility_timeout`` seconds; it waits up to ``wait_time``
+    seconds for the first one. Each receive adds one to a message's receive
+    count. A message whose receive count has reached the queue's
+    ``maxReceiveCount`` is, on its next receive, moved to the dead-letter
+    target instead of being returned (redrive). On a FIFO queue a group with a
+    message in flight yields nothing more until that message is deleted or
+    visible again, and messages of a group come in the order sent.
+    ``delete_batch`` and ``change_visibility_batch`` take up to 10 receipts.
+
+Calls
+    Every broker counts the calls it makes, by service and action, in ``calls``.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from ..errors import FailedEntry
+
+__all__ = [
+    "MAX_BATCH",
+    "ApiCalls",
+    "BatchResult",
+    "Broker",
+    "ChangeVisibility",
+    "Message",
+    "Receipt",
+    "SendEntry",
+    "SendResult",
+]
+
+MAX_BATCH = 10  # entries per batch call, SQS's limit
+
+
+class ApiCalls:
+    """Calls made, counted by service (``SQS``, ``CloudWatch``, ``SQLite``) and action."""
+
+    def __init__(self) -> None:
+        self._counts: dict[str, Counter[str]] = {}
+
+    def count(self, service: str, action: str, n: int = 1) -> None:
+        self._counts.setdefault(service, Counter())[action] += n
+
+    def total(self, service: str | None = None) -> int:
+        if service is not None:
+            return sum(self._counts.get(service, Counter()).values())
+        return sum(sum(c.values()) for c in self._counts.values())
+
+    def by_action(self, service: str) -> dict[str, int]:
+        return dict(sorted(self._counts.get(service, Counter()).items()))
+
+    def services(self) -> list[str]:
+        return sorted(self._counts)
+
+    def snapshot(self) -> dict[str, dict[str, int]]:
+        return {s: self.by_action(s) for s in self.services()}
+
+
+@dataclass(frozen=True)
+class SendEntry:
+    """One message to send. ``id`` is unique within its batch."""
+
+    id: str
+    body: str
+    group_id: str | None = None
+    dedup_id: str | None = None
+    delay: int | None = None  # seconds; None: the queue's DelaySeconds
+    attributes: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SendResult:
+    """What a ``send_batch`` did: message ids by entry id, and the entries refused."""
+
+    sent: dict[str, str]
+    failed: list[FailedEntry]
+
+
+@dataclass(frozen=True)
+class Message:
+    """A received message. ``receipt`` is needed to delete it or change its visibility."""
+
+    queue_url: str
+    message_id: str
+    receipt: str
+    body: str
+    receive_count: int
+    sent_at: float  # seconds since the epoch
+    group_id: str | None = None
+    attributes: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Receipt:
+    """An entry of ``delete_batch``: ``id`` is unique within the batch."""
+
+    id: str
+    receipt: str
+
+
+@dataclass(frozen=True)
+class ChangeVisibility:
+    """An entry of ``change_visibility_batch``: hide the message ``timeout`` s from now."""
+
+    id: str
+    receipt: str
+    timeout: int
+
+
+@dataclass(frozen=True)
+class BatchResult:
+    """Entry ids that succeeded and the entries that failed."""
+
+    ok: list[str]
+    failed: list[FailedEntry]
+
+
+class Broker(abc.ABC):
+    """A queue service with SQS semantics (see the module docstring)."""
+
+    #: ``SQS`` or ``SQLite``: the service named in call counts and messages.
+    service: str = ""
+    #: How many batch sends gain from running at once (SQS: many; SQLite: one writer).
+    send_concurrency: int = 1
+
+    def __init__(self) -> None:
+        self.calls = ApiCalls()
+
+    @abc.abstractmethod
+    def describe(self) -> str:
+        """One line naming the broker: the store's path, or SQS's region/endpoint."""
+
+    @abc.abstractmethod
+    def get_queue_url(self, name: str) -> str:
+        """The url of queue ``name``; raises ``QueueNotFound``. Cached per process."""
+
+    @abc.abstractmethod
+    def create_queue(
+        self, name: str, attributes: Mapping[str, str], tags: Mapping[str, str] | None = None
+    ) -> str:
+        """Create queue ``name`` (or return the url of an identical one)."""
+
+    @abc.abstractmethod
+    def queue_arn(self, url: str) -> str:
+        """The ARN of the queue at ``url``, derived without a call."""
+
+    @abc.abstractmethod
+    def queue_name(self, url: str) -> str:
+        """The full name of the queue at ``url``, derived without a call."""
+
+    @abc.abstractmethod
+    def get_queue_attributes(self, url: str, names: Sequence[str] = ("All",)) -> dict[str, str]:
+        """Attributes of the queue; raises ``QueueNotFound``."""
+
+    @abc.abstractmethod
+    def set_queue_attributes(self, url: str, attributes: Mapping[str, str]) -> None:
+        """Change attributes of the queue."""
+
+    @abc.abstractmethod
+    def list_queue_tags(self, url: str) -> dict[str, str]:
+        """Tags of the queue."""
+
+    @abc.abstractmethod
+    def tag_queue(self, url: str, tags: Mapping[str, str]) -> None:
+        """Add or replace tags on the queue."""
+
+    @abc.abstractmethod
+    def list_queues(self, prefix: str) -> list[str]:
+        """Urls of every queue whose name starts with ``prefix`` (all pages)."""
+
+    @abc.abstractmethod
+    def delete_queue(self, url: str) -> None:
+        """Delete the queue and its messages; raises ``QueueNotFound``."""
+
+    @abc.abstractmethod
+    def send(self, url: str, entry: SendEntry) -> str:
+        """Send one message (one call); returns its message id."""
+
+    @abc.abstractmethod
+    def send_batch(self, url: str, entries: Sequence[SendEntry]) -> SendResult:
+        """Send up to 10 messages in one call."""
+
+    @abc.abstractmethod
+    def receive(
+        self, url: str, max_messages: int, visibility_timeout: int, wait_time: float
+    ) -> list[Message]:
+        """Receive up to ``max_messages`` (1-10), waiting up to ``wait_time`` s for one."""
+
+    @abc.abstractmethod
+    def delete_batch(self, url: str, entries: Sequence[Receipt]) -> BatchResult:
+        """Delete up to 10 received messages."""
+
+    @abc.abstractmethod
+    def change_visibility_batch(self, url: str, entries: Sequence[ChangeVisibility]) -> BatchResult:
+        """Change the visibility timeout of up to 10 received messages."""
+
+    @abc.abstractmethod
+    def active_since(self, urls: Iterable[str], since: float) -> dict[str, bool]:
+        """For each url: whether the queue saw a send, receive or delete at or after
+        ``since`` (seconds since the epoch). SQLite answers from its own records;
+        SQS asks CloudWatch, which lags by minutes."""
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release connections and files."""

@@ -1,0 +1,218 @@
+"""What every command shares: the global options, the broker, and the closing
+"Used N … API calls" line."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+import click
+
+from ..broker import open_broker
+from ..broker.base import Broker
+from ..config import DEFAULTS, Options, QueueOptions
+from ..errors import UsageError
+from ..log import Output
+
+__all__ = [
+    "GLOBAL_KEY",
+    "global_options",
+    "make_output",
+    "open_for",
+    "options_from",
+    "parse_tags",
+    "queue_options",
+    "report_calls",
+]
+
+F = TypeVar("F", bound=Callable[..., Any])
+GLOBAL_KEY = "qdone.globals"
+
+_GLOBALS: list[tuple[tuple[str, ...], dict[str, Any]]] = [
+    (
+        ("--broker",),
+        {
+            "metavar": "URL",
+            "help": "Where queues live: 'sqlite' (default: the store in the user data "
+            "dir), 'sqlite:///path/to/file.db', or 'sqs'.",
+        },
+    ),
+    (("--prefix",), {"help": f"Prefix of every queue name. [default: {DEFAULTS.prefix}]"}),
+    (
+        ("--fail-suffix",),
+        {"help": f"Suffix of failed queues. [default: {DEFAULTS.fail_suffix}]"},
+    ),
+    (
+        ("--region",),
+        {
+            "help": "AWS region (SQS only). [default: AWS_REGION, AWS_DEFAULT_REGION, "
+            f"else {DEFAULTS.region}]"
+        },
+    ),
+    (
+        ("--endpoint-url",),
+        {
+            "metavar": "URL",
+            "help": "An SQS-compatible endpoint (SQS only). [default: AWS_ENDPOINT_URL_SQS]",
+        },
+    ),
+    (
+        ("-q", "--quiet"),
+        {"is_flag": True, "default": None, "help": "Less output (default when not a TTY)."},
+    ),
+    (
+        ("-v", "--verbose"),
+        {"is_flag": True, "default": None, "help": "More output (default on a TTY)."},
+    ),
+]
+
+
+def _remember(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
+    # ctx.meta is shared by the group's context and the command's, so a value
+    # given after the command name overrides one given before it.
+    if value is not None and param.name is not None:
+        ctx.meta.setdefault(GLOBAL_KEY, {})[param.name] = value
+    return value
+
+
+def global_options(envvars: bool = False) -> Callable[[F], F]:
+    """Add the global options; with ``envvars``, each also reads ``QDONE_<NAME>``."""
+
+    def decorate(f: F) -> F:
+        for decls, attrs in reversed(_GLOBALS):
+            extra: dict[str, Any] = {"expose_value": False, "callback": _remember}
+            if envvars:
+                name = decls[-1].lstrip("-").replace("-", "_").upper()
+                extra.update(envvar=f"QDONE_{name}", show_envvar=True)
+            f = click.option(*decls, **attrs, **extra)(f)
+        return f
+
+    return decorate
+
+
+def options_from(ctx: click.Context) -> Options:
+    given: dict[str, Any] = ctx.meta.get(GLOBAL_KEY, {})
+    if given.get("quiet") and given.get("verbose"):
+        raise UsageError("--quiet and --verbose cannot be used together")
+    if given.get("verbose"):
+        verbose = True
+    elif given.get("quiet"):
+        verbose = False
+    else:
+        verbose = sys.stderr.isatty()
+    return Options(
+        broker=given.get("broker") or "sqlite",
+        prefix=given.get("prefix", DEFAULTS.prefix),
+        fail_suffix=given.get("fail_suffix", DEFAULTS.fail_suffix),
+        region=given.get("region"),
+        endpoint_url=given.get("endpoint_url"),
+        verbose=verbose,
+    )
+
+
+def make_output(options: Options) -> Output:
+    return Output(verbose=options.verbose, json_lines=not sys.stderr.isatty())
+
+
+@contextmanager
+def open_for(options: Options, output: Output) -> Iterator[Broker]:
+    """The broker for a command: named when verbose, calls reported, always closed."""
+    broker = open_broker(options)
+    output.info(f"Using {broker.describe()}")
+    try:
+        yield broker
+    finally:
+        report_calls(broker, output)
+        broker.close()
+
+
+def report_calls(broker: Broker, output: Output) -> None:
+    for service in broker.calls.services():
+        counts = broker.calls.by_action(service)
+        detail = ", ".join(f"{action} {n}" for action, n in counts.items())
+        noun = "API calls" if service != "SQLite" else "store operations"
+        output.info(f"Used {sum(counts.values())} {service} {noun}: {detail}")
+
+
+def parse_tags(values: tuple[str, ...]) -> dict[str, str]:
+    tags: dict[str, str] = {}
+    for value in values:
+        key, sep, tag = value.partition("=")
+        if not sep or not key:
+            raise UsageError(f"--tag {value!r} is not KEY=VALUE")
+        tags[key] = tag
+    return tags
+
+
+def queue_option_decorators() -> list[Callable[[F], F]]:
+    """The options that say how queues are created (enqueue, enqueue-batch, check)."""
+    return [
+        click.option("-f", "--fifo", is_flag=True, help="Use FIFO queues (names end in .fifo)."),
+        click.option(
+            "--message-retention-period",
+            type=click.IntRange(60, 1_209_600),
+            default=DEFAULTS.message_retention_period,
+            show_default=True,
+            help="Seconds a message is kept, on queues qdone creates.",
+        ),
+        click.option(
+            "--fail-delay",
+            type=click.IntRange(0, 900),
+            default=0,
+            show_default=True,
+            help="Seconds a message waits in the failed queue before it can be received.",
+        ),
+        click.option(
+            "--dlq", is_flag=True, help="Also create a dead queue behind the failed queue."
+        ),
+        click.option(
+            "--dlq-suffix",
+            default=DEFAULTS.dlq_suffix,
+            show_default=True,
+            help="Suffix of dead queues.",
+        ),
+        click.option(
+            "--dlq-after",
+            type=click.IntRange(1, 1000),
+            default=DEFAULTS.dlq_after,
+            show_default=True,
+            help="Receives in the failed queue before a message moves to the dead queue.",
+        ),
+        click.option(
+            "--retries",
+            type=click.IntRange(0, 999),
+            default=0,
+            show_default=True,
+            help="Extra attempts before a job lands in the failed queue "
+            "(maxReceiveCount = retries + 1).",
+        ),
+        click.option(
+            "--tag",
+            "tags",
+            multiple=True,
+            metavar="KEY=VALUE",
+            help="Tag queues qdone creates (repeatable).",
+        ),
+    ]
+
+
+def with_queue_options(f: F) -> F:
+    for decorate in reversed(queue_option_decorators()):
+        f = decorate(f)
+    return f
+
+
+def queue_options(kwargs: dict[str, Any]) -> tuple[QueueOptions, str]:
+    """QueueOptions and the dlq suffix, taken out of a command's keyword arguments."""
+    q = QueueOptions(
+        fifo=kwargs.pop("fifo"),
+        message_retention_period=kwargs.pop("message_retention_period"),
+        fail_delay=kwargs.pop("fail_delay"),
+        dlq=kwargs.pop("dlq"),
+        dlq_after=kwargs.pop("dlq_after"),
+        retries=kwargs.pop("retries"),
+        tags=parse_tags(kwargs.pop("tags")),
+    )
+    return q, kwargs.pop("dlq_suffix")

@@ -1,0 +1,167 @@
+"""``qdone enqueue`` and ``qdone enqueue-batch``."""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import click
+
+from ..batchfile import read_sources
+from ..enqueue import BatchOutcome, SendSettings, enqueue, enqueue_batch
+from ..errors import ExitCode
+from ..log import Output
+from .common import (
+    global_options,
+    make_output,
+    open_for,
+    options_from,
+    queue_options,
+    with_queue_options,
+)
+
+__all__ = ["COMMANDS"]
+
+PROGRESS_MIN_LINES = 2_000  # below this, a batch ends before a bar would help
+
+
+def _group_id_option(f: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option(
+        "-g",
+        "--group-id",
+        metavar="ID",
+        help="FIFO message group. [default: one new id per invocation]",
+    )(f)
+
+
+def _delay_option(f: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option(
+        "--delay",
+        type=int,
+        metavar="SECONDS",
+        help="Seconds before the job can be received, 0-900 (not for FIFO queues). "
+        "[default: the queue's DelaySeconds]",
+    )(f)
+
+
+@click.command("enqueue")
+@click.argument("queue")
+@click.argument("command")
+@_group_id_option
+@click.option(
+    "--deduplication-id",
+    metavar="ID",
+    help="FIFO deduplication id. [default: a new id per message]",
+)
+@_delay_option
+@with_queue_options
+@global_options()
+@click.pass_context
+def enqueue_command(ctx: click.Context, queue: str, command: str, **kwargs: Any) -> None:
+    """Put COMMAND on QUEUE, creating QUEUE and its failed queue on first use.
+
+    COMMAND is run by a worker with /bin/sh -c; quote it as one argument.
+
+    \b
+    Example:
+      qdone enqueue thumbnails "convert big.png -resize 10% small.png"
+    """
+    q, dlq_suffix = queue_options(kwargs)
+    options = dataclasses.replace(options_from(ctx), dlq_suffix=dlq_suffix)
+    output = make_output(options)
+    settings = SendSettings(
+        group_id=kwargs["group_id"], dedup_id=kwargs["deduplication_id"], delay=kwargs["delay"]
+    )
+    with open_for(options, output) as broker:
+        result = enqueue(
+            broker,
+            options,
+            q,
+            queue,
+            command,
+            settings,
+            on_create=lambda name: output.info(f"Created queue {name}"),
+        )
+        output.info(f"Enqueued job {result.message_id}")
+        output.event("ENQUEUED", {"queue": queue, "job": result.message_id})
+
+
+@click.command("enqueue-batch")
+@click.argument("files", nargs=-1, required=True, metavar="FILE... | -")
+@_group_id_option
+@click.option(
+    "--group-id-per-message",
+    is_flag=True,
+    help="FIFO: give every message its own group, so they may run in parallel.",
+)
+@_delay_option
+@with_queue_options
+@global_options()
+@click.pass_context
+def enqueue_batch_command(ctx: click.Context, files: tuple[str, ...], **kwargs: Any) -> None:
+    """Enqueue every line of FILEs ('-' reads standard input), in order.
+
+    Each line is QUEUE COMMAND...: the queue name, whitespace, then the command,
+    kept as written. Blank lines and lines starting with '#' are skipped. Lines
+    are sent in batches of up to 10 per queue; a queue that does not exist is
+    created once. If any line cannot be enqueued, qdone says exactly which
+    (file:line) and exits 1; every other line was enqueued.
+
+    \b
+    Example:
+      printf 'render frame-1.sh\\nrender frame-2.sh\\n' | qdone enqueue-batch -
+    """
+    q, dlq_suffix = queue_options(kwargs)
+    options = dataclasses.replace(options_from(ctx), dlq_suffix=dlq_suffix)
+    output = make_output(options)
+    settings = SendSettings(
+        group_id=kwargs["group_id"],
+        group_per_message=kwargs["group_id_per_message"],
+        delay=kwargs["delay"],
+    )
+    lines = read_sources(files)
+    with open_for(options, output) as broker, _progress(output, len(lines)) as progress:
+        outcome = enqueue_batch(
+            broker,
+            options,
+            q,
+            lines,
+            settings,
+            on_create=lambda name: output.info(f"Created queue {name}"),
+            progress=progress,
+        )
+    _report(output, outcome, len(lines))
+
+
+@contextmanager
+def _progress(output: Output, total: int) -> Iterator[Callable[[int], None] | None]:
+    if not (output.verbose and sys.stderr.isatty() and total >= PROGRESS_MIN_LINES):
+        yield None
+        return
+    with click.progressbar(length=total, label="Enqueueing", file=sys.stderr) as bar:
+        yield bar.update
+
+
+def _report(output: Output, outcome: BatchOutcome, total: int) -> None:
+    for failed in outcome.failed:
+        output.error(f"{failed.line.where}: not enqueued to {failed.line.queue}: {failed.reason}")
+    output.info(f"Enqueued {outcome.sent} jobs")
+    output.event(
+        "BATCH_ENQUEUED",
+        {"enqueued": outcome.sent, "failed": len(outcome.failed), "queues": outcome.per_queue},
+    )
+    if outcome.failed:
+        error = outcome.fatal
+        summary = (
+            f"{len(outcome.failed)} of {total} lines were not enqueued (listed above); "
+            f"the other {outcome.sent} were"
+        )
+        click.echo(f"qdone: error: {summary}", err=True)
+        code = error.exit_code if error is not None else ExitCode.FAILURE
+        raise SystemExit(int(code))
+
+
+COMMANDS = [enqueue_command, enqueue_batch_command]
