@@ -82,8 +82,12 @@ def main(argv: list[str] | None = None) -> None:
     except click.exceptions.Abort:
         click.echo("qdone: aborted", err=True)
         sys.exit(int(ExitCode.INTERRUPTED))
+    except click.UsageError as err:
+        where = err.ctx.command_path if err.ctx is not None else "qdone"
+        click.echo(f"qdone: error: {err.format_message()} (see '{where} --help')", err=True)
+        sys.exit(err.exit_code)
     except click.ClickException as err:
-        err.show()
+        click.echo(f"qdone: error: {err.format_message()}", err=True)
         sys.exit(err.exit_code)
     except KeyboardInterrupt:
         sys.exit(int(ExitCode.INTERRUPTED))

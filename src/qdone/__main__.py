@@ -1,0 +1,7 @@
+"""``python -m qdone``: the same as the ``qdone`` command."""
+
+from __future__ import annotations
+
+from .cli import main
+
+main()
