@@ -52,7 +52,7 @@ def test_reads_files_in_order_and_stdin(tmp_path: Path) -> None:
 
 
 def test_missing_file_is_a_usage_error(tmp_path: Path) -> None:
-    with pytest.raises(UsageError, match="cannot read .*nope.txt: No such file"):
+    with pytest.raises(UsageError, match=r"cannot read .*nope\.txt: No such file"):
         read_sources([str(tmp_path / "nope.txt")])
 
 

@@ -60,7 +60,7 @@ def _delay_option(f: Callable[..., Any]) -> Callable[..., Any]:
 @with_queue_options
 @global_options()
 @click.pass_context
-def enqueue_command(ctx: click.Context, queue: str, command: str, **kwargs: Any) -> None:
+def enqueue_command(ctx: click.Context, /, queue: str, command: str, **kwargs: Any) -> None:
     """Put COMMAND on QUEUE, creating QUEUE and its failed queue on first use.
 
     COMMAND is run by a worker with /bin/sh -c; quote it as one argument.
@@ -101,7 +101,7 @@ def enqueue_command(ctx: click.Context, queue: str, command: str, **kwargs: Any)
 @with_queue_options
 @global_options()
 @click.pass_context
-def enqueue_batch_command(ctx: click.Context, files: tuple[str, ...], **kwargs: Any) -> None:
+def enqueue_batch_command(ctx: click.Context, /, files: tuple[str, ...], **kwargs: Any) -> None:
     """Enqueue every line of FILEs ('-' reads standard input), in order.
 
     Each line is QUEUE COMMAND...: the queue name, whitespace, then the command,
