@@ -38,10 +38,11 @@ Exit codes:
 def qdone(ctx: click.Context) -> None:
     """qdone: a command-line job queue.
 
-    Put shell commands on queues with ``enqueue``; run them on any number of
-    machines with ``worker``. The default broker is an embedded SQLite store
-    (nothing to set up); ``--broker sqs`` uses Amazon SQS or any SQS-compatible
-    endpoint.
+    Put shell commands on queues with 'qdone enqueue'; run them on any number
+    of machines with 'qdone worker'. The default broker is an embedded SQLite
+    store (nothing to set up); '--broker sqs' uses Amazon SQS or any
+    SQS-compatible endpoint. Global options may come before or after the
+    command name.
     """
     ctx.meta.setdefault(GLOBAL_KEY, {})
 
