@@ -22,6 +22,7 @@ from qdone.errors import (
     BrokerError,
     BrokerUnavailable,
     ConfigError,
+    QueueAlreadyExists,
     QueueDeletedRecently,
     QueueNotFound,
 )
@@ -121,9 +122,8 @@ def test_create_existing_queue(sqs: SqsBroker, prefix: str) -> None:
     name = f"{prefix}q"
     url = sqs.create_queue(name, {"VisibilityTimeout": "30"})
     assert sqs.create_queue(name, {"VisibilityTimeout": "30"}) == url
-    with pytest.raises(BrokerError, match="different attributes") as err:
+    with pytest.raises(QueueAlreadyExists, match="different attributes") as err:
         sqs.create_queue(name, {"VisibilityTimeout": "31"})
-    assert type(err.value) is BrokerError
     assert err.value.hint is not None and "qdone check" in err.value.hint
 
 
