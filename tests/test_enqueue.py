@@ -135,6 +135,23 @@ def test_batch_of_1000_lines_to_a_new_queue_costs_103_calls(
     }
 
 
+def test_sqlite_commits_many_batches_at_once_all_or_nothing(
+    sqlite_broker: Broker, prefix: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = sqlite_broker.send_batches
+    sizes: list[int] = []
+
+    def send_batches(url: str, batches: Sequence[Sequence[SendEntry]]) -> list[SendResult]:
+        sizes.append(len(batches))
+        return real(url, batches)
+
+    monkeypatch.setattr(sqlite_broker, "send_batches", send_batches)
+    outcome = enqueue_batch(sqlite_broker, Options(prefix=prefix), QueueOptions(), lines("b", 2505))
+    assert (outcome.sent, outcome.failed) == (2505, [])
+    assert sizes == [251]
+    assert sqlite_broker.calls.by_action("SQLite")["SendMessageBatch"] == 251
+
+
 def test_batch_keeps_order_per_fifo_queue(broker: Broker, prefix: str) -> None:
     jobs = lines("a", 25) + lines("b", 5, source="other.txt")
     outcome = enqueue_batch(broker, Options(prefix=prefix), QueueOptions(fifo=True), jobs)
@@ -144,19 +161,23 @@ def test_batch_keeps_order_per_fifo_queue(broker: Broker, prefix: str) -> None:
 
 
 def _flaky(broker: Broker, monkeypatch: pytest.MonkeyPatch, fail: set[str], sender: bool) -> None:
-    """Make ``send_batch`` refuse entries whose body is in ``fail`` (once, unless
-    it is the sender's fault)."""
-    real = broker.send_batch
+    """Make sends refuse entries whose body is in ``fail`` (once, unless it is the
+    sender's fault)."""
+    real = broker.send_batches
     refused: set[str] = set()
 
-    def send_batch(url: str, entries: Sequence[SendEntry]) -> SendResult:
+    def one(url: str, entries: Sequence[SendEntry]) -> SendResult:
         bad = [e for e in entries if e.body in fail and (sender or e.body not in refused)]
         refused.update(e.body for e in bad)
-        result = real(url, [e for e in entries if e not in bad])
+        good = [e for e in entries if e not in bad]
+        result = real(url, [good])[0] if good else SendResult({}, [])
         failures = [FailedEntry(e.id, "InternalError", "try again", sender) for e in bad]
         return SendResult(result.sent, result.failed + failures)
 
-    monkeypatch.setattr(broker, "send_batch", send_batch)
+    def send_batches(url: str, batches: Sequence[Sequence[SendEntry]]) -> list[SendResult]:
+        return [one(url, entries) for entries in batches]
+
+    monkeypatch.setattr(broker, "send_batches", send_batches)
 
 
 def test_failed_entries_are_retried_with_the_same_ids(
@@ -188,17 +209,18 @@ def test_refused_lines_are_named_exactly(
 def test_fifo_whole_call_failures_are_retried_without_duplicates(
     broker: Broker, prefix: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real = broker.send_batch
+    real = broker.send_batches
     calls = itertools.count()
 
-    def send_batch(url: str, entries: Sequence[SendEntry]) -> SendResult:
+    def send_batches(url: str, batches: Sequence[Sequence[SendEntry]]) -> list[SendResult]:
         n = next(calls)
         if n % 3 == 1:  # the call went through, but its answer was lost
-            real(url, entries)
+            real(url, batches)
             raise BrokerError("connection reset")
-        return real(url, entries)
+        return real(url, batches)
 
-    monkeypatch.setattr(broker, "send_batch", send_batch)
+    monkeypatch.setattr(broker, "send_batches", send_batches)
+    monkeypatch.setattr(broker, "batches_per_send", 1)
     jobs = lines("dup", 50)
     outcome = enqueue_batch(
         broker, Options(prefix=prefix), QueueOptions(fifo=True), jobs, sleep=lambda s: None
@@ -211,15 +233,16 @@ def test_fifo_whole_call_failures_are_retried_without_duplicates(
 def test_standard_whole_call_failure_is_reported_not_resent(
     sqlite_broker: Broker, prefix: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real = sqlite_broker.send_batch
+    real = sqlite_broker.send_batches
     calls = itertools.count()
 
-    def send_batch(url: str, entries: Sequence[SendEntry]) -> SendResult:
+    def send_batches(url: str, batches: Sequence[Sequence[SendEntry]]) -> list[SendResult]:
         if next(calls) == 1:
             raise BrokerError("connection reset")
-        return real(url, entries)
+        return real(url, batches)
 
-    monkeypatch.setattr(sqlite_broker, "send_batch", send_batch)
+    monkeypatch.setattr(sqlite_broker, "send_batches", send_batches)
+    monkeypatch.setattr(sqlite_broker, "batches_per_send", 1)
     outcome = enqueue_batch(sqlite_broker, Options(prefix=prefix), QueueOptions(), lines("s", 30))
     assert outcome.sent == 20
     assert [f.line.lineno for f in outcome.failed] == list(range(11, 21))
@@ -229,15 +252,16 @@ def test_standard_whole_call_failure_is_reported_not_resent(
 def test_unreachable_broker_reports_every_unsent_line(
     sqlite_broker: Broker, prefix: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    real = sqlite_broker.send_batch
+    real = sqlite_broker.send_batches
     calls = itertools.count()
 
-    def send_batch(url: str, entries: Sequence[SendEntry]) -> SendResult:
+    def send_batches(url: str, batches: Sequence[Sequence[SendEntry]]) -> list[SendResult]:
         if next(calls) >= 2:
             raise BrokerUnavailable("endpoint unreachable")
-        return real(url, entries)
+        return real(url, batches)
 
-    monkeypatch.setattr(sqlite_broker, "send_batch", send_batch)
+    monkeypatch.setattr(sqlite_broker, "send_batches", send_batches)
+    monkeypatch.setattr(sqlite_broker, "batches_per_send", 1)
     outcome = enqueue_batch(sqlite_broker, Options(prefix=prefix), QueueOptions(), lines("u", 45))
     assert outcome.sent == 20
     assert isinstance(outcome.fatal, BrokerUnavailable)

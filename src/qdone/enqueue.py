@@ -8,9 +8,10 @@ import uuid
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from .batchfile import BATCH_BYTES, MAX_MESSAGE_BYTES, BatchLine, split_batches
-from .broker.base import Broker, SendEntry
+from .broker.base import Broker, SendEntry, SendResult
 from .config import Options, QueueOptions
 from .errors import BrokerError, BrokerUnavailable, MessageTooLarge, UsageError
 from .queues import EnsuredQueue, ensure_queue, names_for, validate_queue_options
@@ -123,23 +124,26 @@ class BatchOutcome:
     fatal: BrokerError | None = None
 
 
-@dataclass(frozen=True)
-class _Job:
+class _Job(NamedTuple):
     line: BatchLine
     entry: SendEntry
     size: int
 
 
-def _group_by_queue(lines: Sequence[BatchLine]) -> dict[str, list[BatchLine]]:
-    queues: dict[str, list[BatchLine]] = {}
-    for line in lines:
-        queues.setdefault(line.queue, []).append(line)
+def _group_by_queue(
+    lines: Sequence[BatchLine], sizes: list[int]
+) -> dict[str, list[tuple[BatchLine, int]]]:
+    queues: dict[str, list[tuple[BatchLine, int]]] = {}
+    for line, size in zip(lines, sizes, strict=True):
+        queues.setdefault(line.queue, []).append((line, size))
     return queues
 
 
-def _validate(options: Options, q: QueueOptions, lines: Sequence[BatchLine]) -> None:
-    """Reject the whole input before anything is sent: names, empty or huge commands."""
+def _validate(options: Options, q: QueueOptions, lines: Sequence[BatchLine]) -> list[int]:
+    """Reject the whole input before anything is sent: names, empty or huge commands.
+    Returns each command's size in bytes."""
     seen: set[str] = set()
+    sizes = []
     for line in lines:
         if line.queue not in seen:
             try:
@@ -147,23 +151,31 @@ def _validate(options: Options, q: QueueOptions, lines: Sequence[BatchLine]) -> 
             except UsageError as exc:
                 raise type(exc)(f"{line.where}: {exc}") from exc
             seen.add(line.queue)
-        _check_command(line.command, line.where)
+        size = len(line.command.encode())
+        if size > MAX_MESSAGE_BYTES or not line.command.strip():
+            _check_command(line.command, line.where)
+        sizes.append(size)
+    return sizes
 
 
 def _jobs_for(
-    lines: list[BatchLine], fifo: bool, settings: SendSettings, ids: Callable[[], str]
+    lines: list[tuple[BatchLine, int]],
+    fifo: bool,
+    settings: SendSettings,
+    ids: Callable[[], str],
 ) -> list[_Job]:
+    if not fifo:
+        delay = settings.delay
+        return [
+            _Job(line, SendEntry(str(n), line.command, None, None, delay), size)
+            for n, (line, size) in enumerate(lines)
+        ]
     group = settings.group_id or ids()
     jobs = []
-    for n, line in enumerate(lines):
-        entry = SendEntry(
-            id=str(n),
-            body=line.command,
-            group_id=(ids() if settings.group_per_message else group) if fifo else None,
-            dedup_id=ids() if fifo else None,
-            delay=settings.delay,
-        )
-        jobs.append(_Job(line, entry, len(line.command.encode())))
+    for n, (line, size) in enumerate(lines):
+        group_id = ids() if settings.group_per_message else group
+        entry = SendEntry(str(n), line.command, group_id, ids(), settings.delay)
+        jobs.append(_Job(line, entry, size))
     return jobs
 
 
@@ -184,19 +196,21 @@ class _Sender:
         self.target = target
         self.sleep = sleep
 
-    def send(self, batch: list[_Job]) -> list[FailedLine]:
-        """Send ``batch``; return the lines that were not enqueued, with why."""
-        pending = {job.entry.id: job for job in batch}
-        reasons: dict[str, str] = {}
+    def send(self, batches: list[list[_Job]]) -> list[FailedLine]:
+        """Send ``batches`` (at most ``broker.batches_per_send``); return the lines
+        that were not enqueued, with why."""
+        pending = [{job.entry.id: job for job in batch} for batch in batches]
+        reasons: list[dict[str, str]] = [{} for _ in batches]
         refused: list[FailedLine] = []
         for attempt in range(SEND_ROUNDS):
-            if not pending:
+            active = [n for n, jobs in enumerate(pending) if jobs]
+            if not active:
                 break
             if attempt:
                 self.sleep(0.1 * 2**attempt)
             try:
-                result = self.broker.send_batch(
-                    self.target.url, [j.entry for j in pending.values()]
+                results = self.broker.send_batches(
+                    self.target.url, [[j.entry for j in pending[n].values()] for n in active]
                 )
             except BrokerUnavailable:
                 raise
@@ -204,17 +218,31 @@ class _Sender:
                 if not self.target.names.fifo:
                     # The call may have reached the queue: sending again could duplicate.
                     reason = f"not confirmed, may or may not be enqueued: {exc}"
-                    refused += [FailedLine(job.line, reason) for job in pending.values()]
-                    return refused
-                reasons.update(dict.fromkeys(pending, str(exc)))
+                    for n in active:
+                        refused += [FailedLine(job.line, reason) for job in pending[n].values()]
+                        pending[n] = {}
+                    break
+                for n in active:
+                    reasons[n].update(dict.fromkeys(pending[n], str(exc)))
                 continue
-            for entry_id in result.sent:
-                pending.pop(entry_id, None)
-            for failure in result.failed:
-                reasons[failure.id] = f"{failure.code}: {failure.message}"
-                if failure.sender_fault and failure.id in pending:
-                    refused.append(FailedLine(pending.pop(failure.id).line, reasons[failure.id]))
-        refused += [FailedLine(j.line, reasons.get(i, "not sent")) for i, j in pending.items()]
+            for n, result in zip(active, results, strict=True):
+                refused += self._settle(pending[n], reasons[n], result)
+        for jobs, why in zip(pending, reasons, strict=True):
+            refused += [FailedLine(job.line, why.get(i, "not sent")) for i, job in jobs.items()]
+        return refused
+
+    @staticmethod
+    def _settle(
+        pending: dict[str, _Job], reasons: dict[str, str], result: SendResult
+    ) -> list[FailedLine]:
+        """Drop what was sent from ``pending``; return entries refused for good."""
+        for entry_id in result.sent:
+            pending.pop(entry_id, None)
+        refused = []
+        for failure in result.failed:
+            reasons[failure.id] = f"{failure.code}: {failure.message}"
+            if failure.sender_fault and failure.id in pending:
+                refused.append(FailedLine(pending.pop(failure.id).line, reasons[failure.id]))
         return refused
 
 
@@ -228,7 +256,7 @@ def _plan(
     broker: Broker,
     options: Options,
     q: QueueOptions,
-    lines: Sequence[BatchLine],
+    queues: dict[str, list[tuple[BatchLine, int]]],
     settings: SendSettings,
     on_create: Callable[[str], None] | None,
     ids: Callable[[], str],
@@ -236,7 +264,7 @@ def _plan(
     """Make sure every queue exists (its creation calls spent once) and split its
     lines into batches; an oversized command stops everything before a send."""
     plans = []
-    for queue, queue_lines in _group_by_queue(lines).items():
+    for queue, queue_lines in queues.items():
         target = ensure_queue(broker, options, q, queue, on_create)
         jobs = _jobs_for(queue_lines, target.names.fifo, settings, ids)
         limit = _size_limit(broker, target, jobs)
@@ -268,40 +296,43 @@ def enqueue_batch(
     settings = settings or SendSettings()
     validate_queue_options(q)
     settings.check(q.fifo or any(line.queue.endswith(".fifo") for line in lines))
-    _validate(options, q, lines)
+    sizes = _validate(options, q, lines)
     outcome = BatchOutcome()
-    plans = _plan(broker, options, q, lines, settings, on_create, ids)
+    plans = _plan(broker, options, q, _group_by_queue(lines, sizes), settings, on_create, ids)
     outcome.created = [name for plan in plans for name in plan.target.created]
     lock = threading.Lock()
     finished: set[int] = set()
 
-    def run(sender: _Sender, batches: list[list[_Job]]) -> None:
-        for batch in batches:
-            failed = sender.send(batch)
+    def run(sender: _Sender, groups: list[list[list[_Job]]]) -> None:
+        for batches in groups:
+            failed = sender.send(batches)
+            count = sum(len(batch) for batch in batches)
             with lock:
                 name = sender.target.names.main
-                outcome.per_queue[name] = outcome.per_queue.get(name, 0) + len(batch) - len(failed)
-                outcome.sent += len(batch) - len(failed)
+                outcome.per_queue[name] = outcome.per_queue.get(name, 0) + count - len(failed)
+                outcome.sent += count - len(failed)
                 outcome.failed += failed
-                finished.add(id(batch))
+                finished.update(id(batch) for batch in batches)
                 if progress is not None:
-                    progress(len(batch))
+                    progress(count)
 
-    tasks: list[tuple[_Sender, list[list[_Job]]]] = []
+    tasks: list[tuple[_Sender, list[list[list[_Job]]]]] = []
+    per_call = max(1, broker.batches_per_send)
     for plan in plans:
         sender = _Sender(broker, plan.target, sleep)
+        groups = [plan.batches[i : i + per_call] for i in range(0, len(plan.batches), per_call)]
         if plan.target.names.fifo and not settings.group_per_message:
-            tasks.append((sender, plan.batches))  # one group: order matters
+            tasks.append((sender, groups))  # one group: order matters
         else:
-            tasks.extend((sender, [batch]) for batch in plan.batches)
+            tasks.extend((sender, [group]) for group in groups)
     _run_all(tasks, run, broker.send_concurrency, outcome, finished)
     outcome.failed.sort(key=lambda f: (f.line.source, f.line.lineno))
     return outcome
 
 
 def _run_all(
-    tasks: list[tuple[_Sender, list[list[_Job]]]],
-    run: Callable[[_Sender, list[list[_Job]]], None],
+    tasks: list[tuple[_Sender, list[list[list[_Job]]]]],
+    run: Callable[[_Sender, list[list[list[_Job]]]], None],
     concurrency: int,
     outcome: BatchOutcome,
     finished: set[int],
@@ -319,8 +350,8 @@ def _run_all(
                     other.cancel()
     if outcome.fatal is None:
         return
-    for _, batches in tasks:
-        for batch in batches:
+    for _, groups in tasks:
+        for batch in (batch for batches in groups for batch in batches):
             if id(batch) not in finished:
                 reason = f"not enqueued: {outcome.fatal}"
                 outcome.failed += [FailedLine(job.line, reason) for job in batch]
