@@ -64,7 +64,7 @@ def moto_endpoint() -> Iterator[str]:
 
 @pytest.fixture
 def sqlite_url(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path / 'store.db'}"
+    return f"sqlite://{tmp_path / 'store.db'}"
 
 
 @pytest.fixture

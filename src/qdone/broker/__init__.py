@@ -24,7 +24,8 @@ def parse_broker_url(url: str) -> tuple[str, Path | None]:
                 f"broker URL {url!r} has no path; write sqlite:///path/to/file.db "
                 "(three slashes before an absolute path)"
             )
-        return "sqlite", Path(rest)
+        # sqlite:////abs/path (SQLAlchemy's spelling) is the same file.
+        return "sqlite", Path("/" + rest.lstrip("/"))
     if url == "sqs":
         return "sqs", None
     raise ConfigError(

@@ -244,13 +244,16 @@ class SqliteBroker(Broker):
         self._check_dead_letter(conn, name, attributes)
         now = self._clock()
         conn.execute(
+            # A new queue counts as active when created: idle-queues must not take a
+            # queue made a minute ago for one unused for an hour.
             "insert into queues (name, fifo, attributes, tags, created, modified, active)"
-            " values (?, ?, ?, ?, ?, ?, 0)",
+            " values (?, ?, ?, ?, ?, ?, ?)",
             (
                 name,
                 name.endswith(".fifo"),
                 json.dumps(attributes),
                 json.dumps(dict(tags)),
+                now,
                 now,
                 now,
             ),

@@ -129,11 +129,17 @@ def open_for(options: Options, output: Output) -> Iterator[Broker]:
 
 
 def report_calls(broker: Broker, output: Output) -> None:
-    for service in broker.calls.services():
-        counts = broker.calls.by_action(service)
-        detail = ", ".join(f"{action} {n}" for action, n in counts.items())
-        noun = "API calls" if service != "SQLite" else "store operations"
-        output.info(f"Used {sum(counts.values())} {service} {noun}: {detail}")
+    """One line, e.g. ``Used 7 SQS and 1 CloudWatch API calls: GetQueueAttributes 7; …``."""
+    services = sorted(broker.calls.services(), key=lambda s: (s != broker.service, s))
+    if not services:
+        return
+    counts = " and ".join(f"{broker.calls.total(s)} {s}" for s in services)
+    noun = "store operations" if services == ["SQLite"] else "API calls"
+    detail = "; ".join(
+        ", ".join(f"{action} {n}" for action, n in broker.calls.by_action(s).items())
+        for s in services
+    )
+    output.info(f"Used {counts} {noun}: {detail}")
 
 
 def parse_tags(values: tuple[str, ...]) -> dict[str, str]:

@@ -1,0 +1,385 @@
+"""Idle queues: find queues nobody used for a while, and delete them safely.
+
+A queue and its failed queue form a pair, idle only when both are. Each queue
+is checked in two steps, cheapest first:
+
+1. its approximate counts (one ``GetQueueAttributes``): any visible, in-flight
+   or delayed message means active, and the queue goes no further;
+2. every queue still undecided goes into *one* ``Broker.active_since`` call:
+   on SQS a few CloudWatch ``GetMetricData`` calls answer all of them together
+   (Node qdone spent up to 7 ``GetMetricStatistics`` per queue); SQLite answers
+   exactly from its own records.
+
+Deleting checks the counts again right before each delete. SQS has no
+conditional delete, so a message sent between that check and the delete is
+lost with its queue; the window is one round trip.
+
+The pattern matching here (names and ``*`` wildcards, failed queues left out)
+is shared by ``check`` and ``monitor``.
+"""
+
+from __future__ import annotations
+
+import enum
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+
+from .broker.base import Broker
+from .config import DEFAULTS, Options
+from .errors import QueueDeletedRecently, QueueNotFound, UsageError
+from .naming import FIFO_SUFFIX, is_wildcard, short_name, strip_fifo, wildcard_prefix
+from .queues import names_for
+
+__all__ = [
+    "COUNT_ATTRIBUTES",
+    "SQS_MIN_IDLE_MINUTES",
+    "Counts",
+    "DeleteOutcome",
+    "IdleResult",
+    "IdleSettings",
+    "Matched",
+    "PairVerdict",
+    "State",
+    "Verdict",
+    "delete_idle",
+    "failed_name",
+    "find_idle",
+    "is_failed_name",
+    "match_queues",
+    "read_counts",
+]
+
+COUNT_ATTRIBUTES = (
+    "ApproximateNumberOfMessages",
+    "ApproximateNumberOfMessagesNotVisible",
+    "ApproximateNumberOfMessagesDelayed",
+)
+#: CloudWatch publishes SQS metrics every 5 minutes: a shorter window says nothing.
+SQS_MIN_IDLE_MINUTES = 5
+
+
+# -- matching -------------------------------------------------------------------
+
+
+@dataclass
+class Matched:
+    """Queues matching the patterns, in the order given, without duplicates.
+
+    ``known`` maps every full name seen in a listing to its url, so that a
+    pair's failed queue is found without another call. ``missing`` holds names
+    given explicitly that do not exist; ``excluded`` failed (or dead) queues
+    that a name given explicitly pointed at.
+    """
+
+    queues: list[tuple[str, str]] = field(default_factory=list)  # (full name, url)
+    known: dict[str, str] = field(default_factory=dict)
+    missing: list[str] = field(default_factory=list)
+    excluded: list[str] = field(default_factory=list)
+
+
+def is_failed_name(name: str, options: Options) -> bool:
+    """Whether ``name`` is a failed (or dead) queue by its suffix."""
+    base = strip_fifo(name)
+    return base.endswith(options.fail_suffix) or base.endswith(options.dlq_suffix)
+
+
+def failed_name(main: str, options: Options) -> str:
+    """The failed queue of queue ``main`` (``qdone_x.fifo`` -> ``qdone_x_failed.fifo``)."""
+    end = FIFO_SUFFIX if main.endswith(FIFO_SUFFIX) else ""
+    return strip_fifo(main) + options.fail_suffix + end
+
+
+def match_queues(
+    broker: Broker, options: Options, patterns: Iterable[str], *, include_failed: bool = False
+) -> Matched:
+    """Resolve names and ``*`` wildcards: a wildcard lists queues by prefix, a name is
+    looked up. Failed and dead queues are left out unless ``include_failed``."""
+    matched = Matched()
+    seen: set[str] = set()
+
+    def add(name: str, url: str) -> None:
+        if name not in seen:
+            seen.add(name)
+            matched.queues.append((name, url))
+
+    for pattern in patterns:
+        if is_wildcard(pattern):
+            for url in broker.list_queues(wildcard_prefix(pattern, options.prefix)):
+                name = broker.queue_name(url)
+                matched.known[name] = url
+                if include_failed or not is_failed_name(name, options):
+                    add(name, url)
+            continue
+        name = names_for(options, pattern, fifo=False).main
+        if not include_failed and is_failed_name(name, options):
+            matched.excluded.append(name)
+            continue
+        try:
+            url = broker.get_queue_url(name)
+        except QueueNotFound:
+            matched.missing.append(name)
+            continue
+        matched.known[name] = url
+        add(name, url)
+    return matched
+
+
+# -- counts ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Counts:
+    """A queue's approximate message counts."""
+
+    visible: int = 0
+    in_flight: int = 0
+    delayed: int = 0
+
+    @property
+    def total(self) -> int:
+        return self.visible + self.in_flight + self.delayed
+
+    def __add__(self, other: Counts) -> Counts:
+        return Counts(
+            self.visible + other.visible,
+            self.in_flight + other.in_flight,
+            self.delayed + other.delayed,
+        )
+
+    def describe(self) -> str:
+        return f"{self.visible} visible, {self.in_flight} in flight, {self.delayed} delayed"
+
+
+def read_counts(broker: Broker, url: str) -> Counts:
+    """One ``GetQueueAttributes``; raises ``QueueNotFound``."""
+    attributes = broker.get_queue_attributes(url, COUNT_ATTRIBUTES)
+    visible, in_flight, delayed = (int(attributes.get(k, "0")) for k in COUNT_ATTRIBUTES)
+    return Counts(visible, in_flight, delayed)
+
+
+# -- verdicts -------------------------------------------------------------------
+
+
+class State(enum.Enum):
+    ACTIVE = "active"
+    IDLE = "idle"
+    MISSING = "missing"  # does not exist (or was deleted during the scan)
+    UNCHECKED = "not checked"  # its pair was already found active
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What was found about one queue, and why."""
+
+    queue: str  # full name
+    state: State
+    reason: str = ""
+
+
+@dataclass(frozen=True)
+class PairVerdict:
+    """A queue and (unless unpaired) its failed queue: idle only if both are.
+    A missing failed queue counts as idle."""
+
+    name: str  # the main queue, without prefix
+    main: Verdict
+    failed: Verdict | None
+    url: str
+    failed_url: str | None
+
+    @property
+    def idle(self) -> bool:
+        if self.main.state is not State.IDLE:
+            return False
+        return self.failed is None or self.failed.state in (State.IDLE, State.MISSING)
+
+    def verdicts(self) -> list[Verdict]:
+        return [self.main] if self.failed is None else [self.main, self.failed]
+
+
+@dataclass(frozen=True)
+class IdleSettings:
+    idle_for: float = DEFAULTS.idle_for  # minutes
+    unpair: bool = False
+    include_failed: bool = False
+
+
+@dataclass
+class IdleResult:
+    pairs: list[PairVerdict]
+    matched: Matched
+
+    @property
+    def idle(self) -> list[PairVerdict]:
+        return [p for p in self.pairs if p.idle]
+
+
+def _validate(broker: Broker, settings: IdleSettings) -> None:
+    if settings.include_failed and not settings.unpair:
+        raise UsageError("--include-failed only works with --unpair")
+    if settings.idle_for < 0:
+        raise UsageError(f"--idle-for must be 0 minutes or more, not {settings.idle_for:g}")
+    if broker.service == "SQS" and settings.idle_for < SQS_MIN_IDLE_MINUTES:
+        raise UsageError(
+            f"--idle-for must be at least {SQS_MIN_IDLE_MINUTES} minutes on SQS, "
+            f"not {settings.idle_for:g}: CloudWatch publishes SQS metrics every 5 minutes"
+        )
+
+
+def _cheap_check(broker: Broker, name: str, url: str) -> Verdict | None:
+    """A verdict from the counts alone, or None when only activity can tell."""
+    try:
+        counts = read_counts(broker, url)
+    except QueueNotFound:
+        return Verdict(name, State.MISSING, "deleted during the scan")
+    if counts.total:
+        return Verdict(name, State.ACTIVE, counts.describe())
+    return None
+
+
+def _failed_url(broker: Broker, name: str, matched: Matched) -> str | None:
+    if name in matched.known:
+        return matched.known[name]
+    try:
+        return broker.get_queue_url(name)
+    except QueueNotFound:
+        return None
+
+
+@dataclass
+class _Plan:
+    """Pairs being checked: verdicts known so far, and queues left for ``active_since``."""
+
+    members: list[tuple[str, str, tuple[str, str | None] | None]] = field(default_factory=list)
+    verdicts: dict[str, Verdict] = field(default_factory=dict)  # by url
+    undecided: dict[str, str] = field(default_factory=dict)  # url -> full name
+
+
+def _check_pair(
+    broker: Broker, plan: _Plan, main: tuple[str, str], failed: tuple[str, str | None] | None
+) -> None:
+    """Counts first: an active queue settles its pair; the rest wait for ``active_since``."""
+    name, url = main
+    verdict = _cheap_check(broker, name, url)
+    if verdict is not None:
+        plan.verdicts[url] = verdict
+        return
+    if failed is not None:
+        fname, furl = failed
+        fverdict = (
+            Verdict(fname, State.MISSING, "does not exist")
+            if furl is None
+            else _cheap_check(broker, fname, furl)
+        )
+        if fverdict is None:
+            assert furl is not None
+            plan.undecided[furl] = fname
+        else:
+            plan.verdicts[furl or fname] = fverdict
+            if fverdict.state is State.ACTIVE:
+                plan.verdicts[url] = Verdict(name, State.UNCHECKED, "its failed queue is active")
+                return
+    plan.undecided[url] = name
+
+
+def _plan(broker: Broker, options: Options, matched: Matched, unpair: bool) -> _Plan:
+    plan = _Plan()
+    for name, url in matched.queues:
+        failed: tuple[str, str | None] | None = None
+        if not unpair:
+            fname = failed_name(name, options)
+            failed = (fname, _failed_url(broker, fname, matched))
+        plan.members.append((name, url, failed))
+        _check_pair(broker, plan, (name, url), failed)
+    return plan
+
+
+def _activity(broker: Broker, plan: _Plan, idle_for: float, clock: Callable[[], float]) -> None:
+    if not plan.undecided:
+        return
+    source = "CloudWatch" if broker.service == "SQS" else "store records"
+    window = f"{idle_for:g} minutes"
+    active = broker.active_since(list(plan.undecided), clock() - idle_for * 60)
+    for url, name in plan.undecided.items():
+        if active.get(url, True):
+            plan.verdicts[url] = Verdict(
+                name, State.ACTIVE, f"used in the last {window} ({source})"
+            )
+        else:
+            plan.verdicts[url] = Verdict(name, State.IDLE, f"unused for {window} ({source})")
+
+
+def find_idle(
+    broker: Broker,
+    options: Options,
+    patterns: Sequence[str],
+    settings: IdleSettings,
+    clock: Callable[[], float] = time.time,
+) -> IdleResult:
+    """Check every matching queue (pair); see the module docstring for the steps."""
+    _validate(broker, settings)
+    matched = match_queues(broker, options, patterns, include_failed=settings.include_failed)
+    plan = _plan(broker, options, matched, settings.unpair)
+    _activity(broker, plan, settings.idle_for, clock)
+    pairs = []
+    for name, url, failed in plan.members:
+        fverdict, furl = None, None
+        if failed is not None:
+            fname, furl = failed
+            unchecked = Verdict(fname, State.UNCHECKED, "its queue is active")
+            fverdict = plan.verdicts.get(furl or fname, unchecked)
+        short = short_name(name, options.prefix)
+        pairs.append(PairVerdict(short, plan.verdicts[url], fverdict, url, furl))
+    return IdleResult(pairs, matched)
+
+
+# -- deleting -------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DeleteOutcome:
+    """What happened when deleting one idle pair: queues deleted, and why not, if not."""
+
+    pair: PairVerdict
+    deleted: list[str]
+    skipped: str = ""  # why the pair was left alone
+    notes: list[str] = field(default_factory=list)
+
+
+def _still_empty(broker: Broker, urls: Sequence[str]) -> str:
+    """Empty string if every queue is still empty, else why not."""
+    for url in urls:
+        try:
+            counts = read_counts(broker, url)
+        except QueueNotFound:
+            continue
+        if counts.total:
+            return f"{broker.queue_name(url)} now holds messages ({counts.describe()})"
+    return ""
+
+
+def _delete_pair(broker: Broker, pair: PairVerdict) -> DeleteOutcome:
+    urls = [u for u in (pair.url, pair.failed_url) if u is not None]
+    why = _still_empty(broker, urls)
+    if why:
+        return DeleteOutcome(pair, [], skipped=why)
+    deleted: list[str] = []
+    notes: list[str] = []
+    # The main queue first: its messages redrive into the failed queue, never the reverse.
+    for url in urls:
+        name = broker.queue_name(url)
+        try:
+            broker.delete_queue(url)
+        except (QueueNotFound, QueueDeletedRecently):
+            notes.append(
+                f"{name} was already deleted (a queue deleted a moment ago may still be listed)"
+            )
+            continue
+        deleted.append(name)
+    return DeleteOutcome(pair, deleted, notes=notes)
+
+
+def delete_idle(broker: Broker, pairs: Iterable[PairVerdict]) -> list[DeleteOutcome]:
+    """Delete each idle pair (both queues), after checking again that it holds no message."""
+    return [_delete_pair(broker, pair) for pair in pairs if pair.idle]
