@@ -131,31 +131,24 @@ class _Job(NamedTuple):
 
 
 def _group_by_queue(
-    lines: Sequence[BatchLine], sizes: list[int]
+    options: Options, q: QueueOptions, lines: Sequence[BatchLine]
 ) -> dict[str, list[tuple[BatchLine, int]]]:
+    """Each queue's lines with their commands' sizes in bytes, in input order. The
+    whole input is checked before anything is sent: names, empty or huge commands."""
     queues: dict[str, list[tuple[BatchLine, int]]] = {}
-    for line, size in zip(lines, sizes, strict=True):
-        queues.setdefault(line.queue, []).append((line, size))
-    return queues
-
-
-def _validate(options: Options, q: QueueOptions, lines: Sequence[BatchLine]) -> list[int]:
-    """Reject the whole input before anything is sent: names, empty or huge commands.
-    Returns each command's size in bytes."""
-    seen: set[str] = set()
-    sizes = []
     for line in lines:
-        if line.queue not in seen:
+        queue_lines = queues.get(line.queue)
+        if queue_lines is None:
             try:
                 names_for(options, line.queue, q.fifo)
             except UsageError as exc:
                 raise type(exc)(f"{line.where}: {exc}") from exc
-            seen.add(line.queue)
+            queue_lines = queues[line.queue] = []
         size = len(line.command.encode())
         if size > MAX_MESSAGE_BYTES or not line.command.strip():
             _check_command(line.command, line.where)
-        sizes.append(size)
-    return sizes
+        queue_lines.append((line, size))
+    return queues
 
 
 def _jobs_for(
@@ -296,9 +289,9 @@ def enqueue_batch(
     settings = settings or SendSettings()
     validate_queue_options(q)
     settings.check(q.fifo or any(line.queue.endswith(".fifo") for line in lines))
-    sizes = _validate(options, q, lines)
+    queues = _group_by_queue(options, q, lines)
     outcome = BatchOutcome()
-    plans = _plan(broker, options, q, _group_by_queue(lines, sizes), settings, on_create, ids)
+    plans = _plan(broker, options, q, queues, settings, on_create, ids)
     outcome.created = [name for plan in plans for name in plan.target.created]
     lock = threading.Lock()
     finished: set[int] = set()

@@ -357,7 +357,8 @@ def failed_entry(entry_id: str, code: str, message: str) -> FailedEntry:
 def entry_error(queue: QueueSettings, entry: SendEntry, size: int) -> FailedEntry | None:
     """Why SQS would refuse this entry, or None."""
     limit = queue.max_size
-    if not entry.body or _BAD_CHARS.search(entry.body):
+    body = entry.body
+    if not body or (not (body.isascii() and body.isprintable()) and _BAD_CHARS.search(body)):
         return failed_entry(entry.id, "InvalidMessageContents", "empty body or invalid characters")
     if size > limit:
         text = f"message is {size} bytes; the queue allows {limit}"
