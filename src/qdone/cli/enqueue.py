@@ -133,7 +133,7 @@ def enqueue_batch_command(ctx: click.Context, /, files: tuple[str, ...], **kwarg
             on_create=lambda name: output.info(f"Created queue {name}"),
             progress=progress,
         )
-    _report(output, outcome, len(lines))
+        _report(output, outcome, len(lines))
 
 
 @contextmanager
