@@ -123,16 +123,17 @@ def enqueue_batch_command(ctx: click.Context, /, files: tuple[str, ...], **kwarg
         delay=kwargs["delay"],
     )
     lines = read_sources(files)
-    with open_for(options, output) as broker, _progress(output, len(lines)) as progress:
-        outcome = enqueue_batch(
-            broker,
-            options,
-            q,
-            lines,
-            settings,
-            on_create=lambda name: output.info(f"Created queue {name}"),
-            progress=progress,
-        )
+    with open_for(options, output) as broker:
+        with _progress(output, len(lines)) as progress:
+            outcome = enqueue_batch(
+                broker,
+                options,
+                q,
+                lines,
+                settings,
+                on_create=lambda name: output.info(f"Created queue {name}"),
+                progress=progress,
+            )
         _report(output, outcome, len(lines))
 
 
