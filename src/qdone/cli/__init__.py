@@ -15,6 +15,9 @@ import click
 
 from .. import __version__
 from ..errors import ExitCode, QdoneError
+from . import enqueue as enqueue_commands
+from . import queues as queue_commands
+from . import worker as worker_commands
 from .common import GLOBAL_KEY, global_options
 
 __all__ = ["main", "qdone"]
@@ -47,23 +50,9 @@ def qdone(ctx: click.Context) -> None:
     ctx.meta.setdefault(GLOBAL_KEY, {})
 
 
-def _register() -> None:
-    from . import enqueue as enqueue_commands
-
-    for command in enqueue_commands.COMMANDS:
-        qdone.add_command(command)
-    for module_name in ("worker", "queues"):
-        try:
-            module = __import__(f"{__name__}.{module_name}", fromlist=["COMMANDS"])
-        except ModuleNotFoundError as exc:
-            if exc.name != f"{__name__}.{module_name}":
-                raise
-            continue
-        for command in module.COMMANDS:
-            qdone.add_command(command)
-
-
-_register()
+for _module in (enqueue_commands, worker_commands, queue_commands):
+    for _command in _module.COMMANDS:
+        qdone.add_command(_command)
 
 
 def _fail(err: QdoneError) -> int:

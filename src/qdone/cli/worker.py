@@ -1,0 +1,329 @@
+"""``qdone worker``: the click command, signal handling and the rendering of the
+worker's events.
+
+Human lines (stderr, when verbose: the default on a TTY) follow Node qdone:
+``Looking for work on …``, ``Found job …``, ``SUCCESS`` / ``FAILED`` with the
+exit code, signal and the tail of the job's output.
+
+JSON lines (stdout, when stderr is not a TTY), one object per event, each with
+``event`` and ``timestamp`` (ISO 8601, UTC, milliseconds); a field is present
+only when it has data:
+
+``LISTENING``
+    ``queues``: full names of the queues polled (on start and when a wildcard
+    listing changes).
+``JOB_SUCCEEDED``
+    ``queue``, ``job`` (message id), ``command``, ``attempt`` (receive count),
+    ``duration`` (seconds), ``stdout``, ``stderr`` (tails, up to 64 KiB each).
+``JOB_FAILED``
+    Node qdone's fields ``job``, ``command``, ``exitCode``, ``killSignal``
+    (e.g. ``SIGTERM``), ``stdout``, ``stderr``, ``errorMessage``; and ``queue``,
+    ``attempt``, ``maxAttempts`` (the queue's maxReceiveCount), ``willRetry``
+    (false: the redrive moves it to the failed queue), ``timedOut``,
+    ``duration``.
+``JOB_RETRY``
+    ``queue``, ``job``, ``command``, ``attempt`` (the one that failed),
+    ``delay`` (seconds until the message is visible again).
+``WORKER_WAITING``
+    Shutting down: ``jobs`` still running, ``receives`` still in flight.
+``WARNING``
+    ``message``: a named queue that does not exist, a broker call that failed
+    (the worker goes on, retrying with backoff).
+``WORKER_SUMMARY``
+    At the end: ``ran``, ``succeeded``, ``failed``, ``retried`` (of the failed,
+    how many will run again), ``archived``, ``killed`` (a second signal).
+
+With ``--archive`` stdout holds the commands only, one per line, and no JSON.
+The closing line ``Ran N jobs: S succeeded, F failed`` is always on stderr.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import signal
+import sys
+import threading
+from types import FrameType
+from typing import Any
+
+import click
+
+from ..broker import parse_broker_url
+from ..config import DEFAULTS
+from ..errors import ExitCode, UsageError
+from ..job import JobResult
+from ..log import Output
+from ..worker import Worker
+from ..worker_events import (
+    BrokerTrouble,
+    Event,
+    JobArchived,
+    JobFailed,
+    JobRetry,
+    JobStarted,
+    JobSucceeded,
+    Listening,
+    QueueMissing,
+    Summary,
+    Waiting,
+    WorkerSettings,
+)
+from .common import global_options, open_for, options_from
+
+__all__ = ["COMMANDS", "WorkerView", "worker_command"]
+
+TAIL_LINES = 20  # of each stream, in human output
+
+
+def _tail(text: str) -> str:
+    return "\n".join(text.rstrip("\n").splitlines()[-TAIL_LINES:])
+
+
+def _error_message(result: JobResult, kill_after: int) -> str:
+    if result.error:
+        return f"cannot start: {result.error}"
+    if result.timed_out:
+        return f"killed after {kill_after} s (--kill-after)"
+    if result.killed:
+        return "killed: the worker was stopped by a second signal"
+    if result.signal is not None:
+        return f"killed by {result.signal_name}"
+    return f"exit code {result.exit_code}"
+
+
+class WorkerView:
+    """Renders worker events: human lines and JSON lines (see the module docstring)."""
+
+    def __init__(self, output: Output, kill_after: int) -> None:
+        self.out = output
+        self.kill_after = kill_after
+
+    def __call__(self, event: Event) -> None:
+        handler = getattr(self, f"_on_{type(event).__name__}")
+        handler(event)
+
+    def _on_Listening(self, e: Listening) -> None:
+        where = ", ".join(e.queues) if e.queues else "no queue yet (listing again every minute)"
+        self.out.info(f"Looking for work on {where}")
+        self.out.event("LISTENING", {"queues": list(e.queues)})
+
+    def _on_QueueMissing(self, e: QueueMissing) -> None:
+        self.out.warn(f"queue {e.queue} ({e.full_name}) does not exist; going on without it")
+
+    def _on_BrokerTrouble(self, e: BrokerTrouble) -> None:
+        where = f"{e.queue}: " if e.queue else ""
+        self.out.warn(f"{where}{e.message}")
+
+    def _on_JobStarted(self, e: JobStarted) -> None:
+        attempt = f" (attempt {e.attempt})" if e.attempt > 1 else ""
+        self.out.info(f"Found job {e.job} on {e.queue}{attempt}")
+        self.out.info(self.out.style(f"  executing: {e.command}", "dim"))
+
+    def _on_JobArchived(self, e: JobArchived) -> None:
+        self.out.result(e.command)
+
+    def _on_JobSucceeded(self, e: JobSucceeded) -> None:
+        r = e.result
+        self.out.info("  " + self.out.style("SUCCESS", "green") + f" in {r.duration:.3f} s")
+        self._human_output(r)
+        self.out.event(
+            "JOB_SUCCEEDED",
+            {
+                "queue": e.queue,
+                "job": e.job,
+                "command": e.command,
+                "attempt": e.attempt,
+                "duration": round(r.duration, 3),
+                "stdout": r.stdout,
+                "stderr": r.stderr,
+            },
+        )
+
+    def _on_JobFailed(self, e: JobFailed) -> None:
+        r = e.result
+        message = _error_message(r, self.kill_after)
+        self.out.info("  " + self.out.style("FAILED", "red") + f": {message}")
+        if r.exit_code is not None:
+            self.out.info(f"  code: {r.exit_code}")
+        if r.signal_name:
+            self.out.info(f"  signal: {r.signal_name}")
+        self._human_output(r)
+        if e.final:
+            self.out.info("  no attempt left: the redrive moves it to the failed queue")
+        self.out.event("JOB_FAILED", _failed_fields(e, message))
+
+    def _on_JobRetry(self, e: JobRetry) -> None:
+        self.out.info(self.out.style(f"  retrying in {e.delay} s", "yellow"))
+        self.out.event(
+            "JOB_RETRY",
+            {
+                "queue": e.queue,
+                "job": e.job,
+                "command": e.command,
+                "attempt": e.attempt,
+                "delay": e.delay,
+            },
+        )
+
+    def _on_Waiting(self, e: Waiting) -> None:
+        self.out.info(
+            f"Shutting down: waiting for {e.jobs} running job(s) and "
+            f"{e.receives} receive(s) in flight (send the signal again to kill the jobs)"
+        )
+        self.out.event("WORKER_WAITING", {"jobs": e.jobs, "receives": e.receives})
+
+    def _on_Summary(self, e: Summary) -> None:
+        line = f"Ran {e.ran} jobs: {e.succeeded} succeeded, {e.failed} failed"
+        if e.retried:
+            line += f" ({e.retried} will be retried)"
+        if e.archived:
+            line += f"; archived {e.archived}"
+        click.echo(line, err=True)
+        self.out.event(
+            "WORKER_SUMMARY",
+            {
+                "ran": e.ran,
+                "succeeded": e.succeeded,
+                "failed": e.failed,
+                "retried": e.retried,
+                "archived": e.archived,
+                "killed": e.killed or None,
+            },
+        )
+
+    def _human_output(self, r: JobResult) -> None:
+        for name, text in (("stdout", r.stdout), ("stderr", r.stderr)):
+            if text.strip():
+                self.out.info(self.out.style(f"  {name}:", "dim"))
+                for line in _tail(text).splitlines():
+                    self.out.info(f"    {line}")
+
+
+def _failed_fields(e: JobFailed, message: str) -> dict[str, Any]:
+    r = e.result
+    return {
+        "job": e.job,
+        "command": e.command,
+        "exitCode": r.exit_code,
+        "killSignal": r.signal_name,
+        "stdout": r.stdout,
+        "stderr": r.stderr,
+        "errorMessage": message,
+        "queue": e.queue,
+        "attempt": e.attempt,
+        "maxAttempts": e.max_attempts,
+        "willRetry": not e.final,
+        "timedOut": r.timed_out or None,
+        "duration": round(r.duration, 3),
+    }
+
+
+def _install_signals(worker: Worker, output: Output) -> None:
+    """First SIGINT/SIGTERM: stop taking work; second: kill the jobs. The handler
+    only starts a thread: it must not take locks the interrupted code may hold."""
+    received: list[int] = []
+
+    def act(signum: int) -> None:
+        name = signal.Signals(signum).name
+        if len(received) == 1:
+            output.info(f"Received {name}: finishing running jobs, taking no new ones")
+            worker.stop()
+        else:
+            output.info(f"Received {name} again: killing running jobs")
+            worker.kill()
+
+    def handler(signum: int, _frame: FrameType | None) -> None:
+        received.append(signum)
+        threading.Thread(target=act, args=(signum,), daemon=True).start()
+
+    signal.signal(signal.SIGINT, handler)
+    signal.signal(signal.SIGTERM, handler)
+
+
+@click.command("worker")
+@click.argument("queues", nargs=-1, required=True, metavar="QUEUE...")
+@click.option(
+    "-f", "--fifo", is_flag=True, help="FIFO queues: add .fifo; wildcards match only FIFO queues."
+)
+@click.option(
+    "-k",
+    "--kill-after",
+    type=click.IntRange(1, 43_200),
+    default=DEFAULTS.kill_after,
+    show_default=True,
+    help="Kill a job (its whole process group) after this many seconds; it counts as failed.",
+)
+@click.option(
+    "-w",
+    "--wait-time",
+    type=click.IntRange(0, 20),
+    default=DEFAULTS.wait_time,
+    show_default=True,
+    help="Seconds a receive waits for a message (long poll).",
+)
+@click.option(
+    "-c",
+    "--concurrency",
+    type=click.IntRange(1, 1000),
+    default=1,
+    show_default=True,
+    help="Jobs run at once.",
+)
+@click.option(
+    "--active-only", is_flag=True, help="Poll only queues whose approximate counts show messages."
+)
+@click.option("--drain", is_flag=True, help="Stop once every queue is empty and no job runs.")
+@click.option(
+    "--archive",
+    is_flag=True,
+    help="Print each command on stdout and delete it, without running it.",
+)
+@click.option(
+    "--retry-delay",
+    type=click.IntRange(0, 43_200),
+    default=DEFAULTS.retry_delay,
+    show_default=True,
+    help="First backoff of a failed job with attempts left (queues made with --retries); "
+    "doubled each attempt, with jitter.",
+)
+@click.option("--include-failed", is_flag=True, help="Wildcards also match failed queues.")
+@click.option("--include-dead", is_flag=True, help="Wildcards also match dead queues.")
+@click.option(
+    "--dlq-suffix", default=DEFAULTS.dlq_suffix, show_default=True, help="Suffix of dead queues."
+)
+@global_options()
+@click.pass_context
+def worker_command(ctx: click.Context, /, queues: tuple[str, ...], **kw: Any) -> None:
+    """Take jobs off QUEUEs and run them with /bin/sh -c.
+
+    A QUEUE ending in '*' is a wildcard: every queue whose name starts with the
+    rest ('test*'), listed again every minute. A job that exits 0 is deleted; one
+    that fails, or runs past --kill-after, goes to the failed queue once its
+    attempts are used up. Jobs see QDONE_QUEUE (full name), QDONE_JOB_ID and
+    QDONE_RECEIVE_COUNT (the attempt) in their environment.
+
+    The first SIGINT/SIGTERM stops taking work and lets running jobs finish;
+    a second kills them (exit 130).
+
+    \b
+    Example:
+      qdone worker --concurrency 8 'render*'
+    """
+    options = dataclasses.replace(options_from(ctx), dlq_suffix=kw.pop("dlq_suffix"))
+    settings = WorkerSettings(queues=queues, **kw)
+    if settings.drain and settings.wait_time == 0 and parse_broker_url(options.broker)[0] == "sqs":
+        raise UsageError("--drain needs --wait-time above 0 on SQS: short polls can miss messages")
+    output = Output(verbose=options.verbose, json_lines=not settings.archive and not _stderr_tty())
+    with open_for(options, output) as broker:
+        worker = Worker(broker, options, settings, on_event=WorkerView(output, settings.kill_after))
+        _install_signals(worker, output)
+        summary = worker.run()
+    if summary.killed:
+        raise SystemExit(int(ExitCode.INTERRUPTED))
+
+
+def _stderr_tty() -> bool:
+    return sys.stderr.isatty()
+
+
+COMMANDS = [worker_command]

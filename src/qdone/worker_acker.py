@@ -1,0 +1,226 @@
+"""Deletes and visibility changes, batched across jobs per queue.
+
+One thread (or ``tick()`` from a test) sends them: a queue's deletes go out as
+soon as ten are pending, and every delete within ``flush_interval``. Messages
+being held (received, job not yet reported) are extended before their
+visibility timeout expires: by ``margin`` seconds ahead, doubling the timeout,
+capped by the message's cover (its job's kill-after) and SQS's 12 hours.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from .broker.base import MAX_BATCH, Broker, ChangeVisibility, Message, Receipt
+from .errors import BrokerError
+from .naming import FIFO_SUFFIX
+from .worker_events import MAX_VISIBILITY
+
+__all__ = ["Acker"]
+
+log = logging.getLogger(__name__)
+_TRIES = 3  # a batch call that raises is tried again on the next flush, this often
+
+
+@dataclass
+class _Held:
+    message: Message
+    received_at: float
+    expires_at: float
+    timeout: int
+    cover_until: float | None = None  # None: waiting its turn, no kill-after yet
+
+
+@dataclass
+class _Change:
+    message: Message
+    timeout: int
+    tries: int = 0
+
+
+class Acker:
+    """Batches deletes and visibility changes; thread-safe."""
+
+    def __init__(
+        self,
+        broker: Broker,
+        *,
+        clock: Callable[[], float],
+        margin: int,
+        flush_interval: float = 1.0,
+        on_error: Callable[[str, str], None] | None = None,
+        on_sent: Callable[[], None] | None = None,  # after changes or FIFO deletes went out
+    ) -> None:
+        self.broker = broker
+        self._clock = clock
+        self._margin = margin
+        self._interval = flush_interval
+        self._on_error = on_error or (lambda _queue, _text: None)
+        self._on_sent = on_sent or (lambda: None)
+        self._sending = 0
+        self._cond = threading.Condition()
+        self._deletes: dict[str, list[tuple[Message, int]]] = {}
+        self._changes: dict[str, list[_Change]] = {}
+        self._held: dict[str, _Held] = {}
+        self._stopped = False
+        self._urgent = False
+        self._thread: threading.Thread | None = None
+
+    # -- what the worker tells it ----------------------------------------------------
+
+    def hold(self, message: Message, received_at: float, timeout: int) -> None:
+        """Keep ``message`` hidden (received with ``timeout``) until ``release``."""
+        held = _Held(message, received_at, received_at + timeout, timeout)
+        with self._cond:
+            self._held[message.receipt] = held
+
+    def cover(self, message: Message, seconds: int) -> None:
+        """Its job started: keep it hidden up to ``seconds`` from now, no longer."""
+        with self._cond:
+            held = self._held.get(message.receipt)
+            if held is not None:
+                held.cover_until = self._clock() + seconds
+
+    def release(self, message: Message) -> None:
+        with self._cond:
+            self._held.pop(message.receipt, None)
+
+    def delete(self, message: Message, urgent: bool = False) -> None:
+        """Delete ``message`` within ``flush_interval``; ``urgent``: now (a FIFO group
+        waits for it)."""
+        with self._cond:
+            self._held.pop(message.receipt, None)
+            pending = self._deletes.setdefault(message.queue_url, [])
+            pending.append((message, 0))
+            if urgent or len(pending) >= MAX_BATCH:
+                self._urgent = True
+                self._cond.notify_all()
+
+    def flush_soon(self) -> None:
+        """Send what is pending now rather than at the next interval."""
+        with self._cond:
+            if self._deletes or self._changes:
+                self._urgent = True
+                self._cond.notify_all()
+
+    def change(self, message: Message, timeout: int) -> None:
+        """Make ``message`` visible ``timeout`` seconds from now (0: at once)."""
+        with self._cond:
+            self._held.pop(message.receipt, None)
+            self._changes.setdefault(message.queue_url, []).append(_Change(message, timeout))
+            self._cond.notify_all()
+
+    def pending(self) -> int:
+        """Deletes and changes not yet sent (those being sent included)."""
+        with self._cond:
+            queued = sum(map(len, self._deletes.values())) + sum(map(len, self._changes.values()))
+            return queued + self._sending
+
+    # -- sending ---------------------------------------------------------------------
+
+    def tick(self) -> None:
+        """Queue the extensions that are due, then send everything pending."""
+        self._extend_due()
+        self.flush()
+
+    def flush(self) -> None:
+        with self._cond:
+            deletes, self._deletes = self._deletes, {}
+            changes, self._changes = self._changes, {}
+            count = sum(map(len, deletes.values())) + sum(map(len, changes.values()))
+            self._sending += count
+        if not count:
+            return
+        try:
+            for url, items in deletes.items():
+                for i in range(0, len(items), MAX_BATCH):
+                    self._send_deletes(url, items[i : i + MAX_BATCH])
+            for url, group in changes.items():
+                for i in range(0, len(group), MAX_BATCH):
+                    self._send_changes(url, group[i : i + MAX_BATCH])
+        finally:
+            # Only a visibility change or a FIFO delete can let a message be received
+            # again (a group is free); a standard delete cannot.
+            if changes or any(url.endswith(FIFO_SUFFIX) for url in deletes):
+                self._on_sent()
+            with self._cond:
+                self._sending -= count
+
+    def _extend_due(self) -> None:
+        now = self._clock()
+        with self._cond:
+            for held in self._held.values():
+                if now < held.expires_at - self._margin:
+                    continue
+                timeout = self._next_timeout(held, now)
+                if timeout > held.expires_at - now:
+                    held.expires_at, held.timeout = now + timeout, timeout
+                    self._changes.setdefault(held.message.queue_url, []).append(
+                        _Change(held.message, timeout)
+                    )
+
+    def _next_timeout(self, held: _Held, now: float) -> int:
+        limit = MAX_VISIBILITY - (now - held.received_at) - 1
+        if held.cover_until is not None:
+            limit = min(limit, held.cover_until - now)
+        return max(0, min(2 * held.timeout, math.floor(limit)))
+
+    def _send_deletes(self, url: str, items: list[tuple[Message, int]]) -> None:
+        entries = [Receipt(str(i), m.receipt) for i, (m, _) in enumerate(items)]
+        try:
+            result = self.broker.delete_batch(url, entries)
+        except BrokerError as exc:
+            again = [(m, tries + 1) for m, tries in items if tries + 1 < _TRIES]
+            with self._cond:
+                self._deletes.setdefault(url, []).extend(again)
+            self._on_error(url, f"deleting {len(items)} messages failed: {exc}")
+            return
+        for failed in result.failed:
+            message = items[int(failed.id)][0]
+            self._on_error(url, f"message {message.message_id} not deleted: {failed.message}")
+
+    def _send_changes(self, url: str, items: list[_Change]) -> None:
+        entries = [
+            ChangeVisibility(str(i), c.message.receipt, c.timeout) for i, c in enumerate(items)
+        ]
+        try:
+            result = self.broker.change_visibility_batch(url, entries)
+        except BrokerError as exc:
+            again = [c for c in items if c.tries + 1 < _TRIES]
+            for c in again:
+                c.tries += 1
+            with self._cond:
+                self._changes.setdefault(url, []).extend(again)
+            self._on_error(url, f"changing visibility failed: {exc}")
+            return
+        for failed in result.failed:  # e.g. a receipt already deleted
+            log.debug("visibility change refused: %s", failed.message, extra={"queue": url})
+
+    # -- the thread ------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._loop, name="qdone-acker", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Send what is pending and end the thread."""
+        with self._cond:
+            self._stopped = True
+            self._cond.notify_all()
+        if self._thread is not None:
+            self._thread.join()
+        self.flush()
+
+    def _loop(self) -> None:
+        while True:
+            with self._cond:
+                if self._stopped:
+                    return
+                if not (self._urgent or self._changes):
+                    self._cond.wait(self._interval)
+                self._urgent = False
+            self.tick()

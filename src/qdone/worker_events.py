@@ -1,0 +1,147 @@
+"""The worker's settings and the events it emits (rendered by ``cli/worker.py``)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .config import DEFAULTS
+from .job import GRACE, JobResult
+
+__all__ = [
+    "BrokerTrouble",
+    "Event",
+    "JobArchived",
+    "JobFailed",
+    "JobRetry",
+    "JobStarted",
+    "JobSucceeded",
+    "Listening",
+    "QueueMissing",
+    "Summary",
+    "Waiting",
+    "WorkerSettings",
+]
+
+MAX_VISIBILITY = 43_200  # SQS: 12 h from the receive
+
+
+@dataclass(frozen=True)
+class WorkerSettings:
+    """What ``qdone worker`` was asked to do; the fields below the line are tuning."""
+
+    queues: tuple[str, ...]
+    fifo: bool = False
+    kill_after: int = DEFAULTS.kill_after
+    wait_time: int = DEFAULTS.wait_time
+    active_only: bool = False
+    drain: bool = False
+    archive: bool = False
+    concurrency: int = 1
+    retry_delay: int = DEFAULTS.retry_delay
+    include_failed: bool = False
+    include_dead: bool = False
+    # --------------------------------------------------------------------------
+    refresh_interval: float = 60.0  # seconds between listings of wildcards
+    grace: float = GRACE  # SIGTERM to SIGKILL at kill-after
+    initial_visibility: int = 30  # first visibility timeout; doubled while a job runs
+    visibility_margin: int = 10  # extend this long before the timeout expires
+    flush_interval: float = 1.0  # every delete is sent within this
+    receive_linger: float | None = None  # wait for more free slots; None: by broker
+
+    def cover(self) -> int:
+        """Seconds a running job's message must stay hidden: until its kill and report."""
+        return min(MAX_VISIBILITY, int(self.kill_after + self.grace) + self.visibility_margin)
+
+
+@dataclass(frozen=True)
+class Listening:
+    queues: tuple[str, ...]  # full names
+
+
+@dataclass(frozen=True)
+class QueueMissing:
+    queue: str  # as given
+    full_name: str
+
+
+@dataclass(frozen=True)
+class JobStarted:
+    queue: str
+    job: str
+    command: str
+    attempt: int
+
+
+@dataclass(frozen=True)
+class JobSucceeded:
+    queue: str
+    job: str
+    command: str
+    attempt: int
+    result: JobResult
+
+
+@dataclass(frozen=True)
+class JobFailed:
+    queue: str
+    job: str
+    command: str
+    attempt: int
+    max_attempts: int | None  # None: the queue has no redrive policy
+    final: bool  # no attempt left: the redrive moves it to the failed queue
+    result: JobResult
+
+
+@dataclass(frozen=True)
+class JobRetry:
+    queue: str
+    job: str
+    command: str
+    attempt: int  # the attempt that failed
+    delay: int  # seconds until the message is visible again
+
+
+@dataclass(frozen=True)
+class JobArchived:
+    queue: str
+    job: str
+    command: str
+
+
+@dataclass(frozen=True)
+class Waiting:
+    """Shutting down: what the worker still waits for."""
+
+    jobs: int
+    receives: int
+
+
+@dataclass(frozen=True)
+class BrokerTrouble:
+    queue: str
+    message: str
+    retry_in: float
+
+
+@dataclass(frozen=True)
+class Summary:
+    ran: int
+    succeeded: int
+    failed: int
+    retried: int  # of the failed, how many will run again
+    archived: int
+    killed: bool
+
+
+Event = (
+    Listening
+    | QueueMissing
+    | JobStarted
+    | JobSucceeded
+    | JobFailed
+    | JobRetry
+    | JobArchived
+    | Waiting
+    | BrokerTrouble
+    | Summary
+)

@@ -1,0 +1,171 @@
+"""Running received messages: one job each (or, with ``--archive``, printing it),
+then a delete, a retry after a backoff, or a hand-over to the redrive."""
+
+from __future__ import annotations
+
+import itertools
+import random
+import threading
+import time
+from collections.abc import Callable
+
+from .broker.base import Message
+from .job import Job, JobResult
+from .worker_acker import Acker
+from .worker_events import (
+    Event,
+    JobArchived,
+    JobFailed,
+    JobRetry,
+    JobStarted,
+    JobSucceeded,
+    WorkerSettings,
+)
+from .worker_policy import Slots, retry_delay
+from .worker_queues import QueueRef
+
+__all__ = ["Runner", "chains"]
+
+STATS = ("ran", "succeeded", "failed", "retried", "archived")
+
+
+class Runner:
+    """Runs chains of messages on the caller's thread; thread-safe."""
+
+    def __init__(
+        self,
+        settings: WorkerSettings,
+        acker: Acker,
+        slots: Slots,
+        *,
+        emit: Callable[[Event], None],
+        on_activity: Callable[[], None],
+        clock: Callable[[], float],
+        rng: random.Random,
+    ) -> None:
+        self.settings = settings
+        self._acker = acker
+        self._slots = slots
+        self._emit = emit
+        self._on_activity = on_activity
+        self._clock = clock
+        self._rng = rng
+        self._lock = threading.Lock()
+        self._jobs: set[Job] = set()
+        self.killed = threading.Event()
+        self.retry_due = 0.0  # when the last retry this worker scheduled comes due
+        self._stats = dict.fromkeys(STATS, 0)
+
+    def stats(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self._stats)
+
+    def kill(self) -> None:
+        """SIGKILL every running job's process group."""
+        self.killed.set()
+        with self._lock:
+            jobs = list(self._jobs)
+        for job in jobs:
+            job.kill()
+
+    def run_chain(self, q: QueueRef, chain: list[Message], received_at: float) -> None:
+        """Run messages in order, each holding one slot; a FIFO message that will be
+        retried holds its group back, so the rest of the group is let go."""
+        done = 0
+        try:
+            for m in chain:
+                retried = self._run_message(q, m, received_at)
+                done += 1
+                self._slots.release(1)
+                if retried or self.killed.is_set():
+                    break
+        finally:
+            for m in chain[done:]:
+                self._acker.change(m, 0)
+            self._slots.release(len(chain) - done)
+            self._on_activity()
+
+    def _run_message(self, q: QueueRef, m: Message, received_at: float) -> bool:
+        """Run (or archive) one message; True when it will be retried."""
+        try:
+            if self.settings.archive:
+                self._emit(JobArchived(q.name, m.message_id, m.body))
+                self._acker.delete(m)
+                self._count("archived")
+                return False
+            result = self._execute(q, m)
+            self._count("ran")
+            if result.ok:
+                self._acker.delete(m, urgent=q.fifo)
+                self._count("succeeded")
+                self._emit(JobSucceeded(q.name, m.message_id, m.body, m.receive_count, result))
+                return False
+            return self._failed(q, m, result, received_at)
+        finally:
+            self._on_activity()
+
+    def _execute(self, q: QueueRef, m: Message) -> JobResult:
+        self._acker.cover(m, self.settings.cover())
+        self._emit(JobStarted(q.name, m.message_id, m.body, m.receive_count))
+        env = {
+            "QDONE_QUEUE": q.name,
+            "QDONE_JOB_ID": m.message_id,
+            "QDONE_RECEIVE_COUNT": str(m.receive_count),
+        }
+        job = Job(m.body, env=env, kill_after=self.settings.kill_after, grace=self.settings.grace)
+        started = time.monotonic()
+        try:
+            job.start()
+        except OSError as exc:
+            return JobResult(None, None, "", "", time.monotonic() - started, error=str(exc))
+        with self._lock:
+            self._jobs.add(job)
+        if self.killed.is_set():
+            job.kill()
+        try:
+            return job.wait()
+        finally:
+            with self._lock:
+                self._jobs.discard(job)
+
+    def _failed(self, q: QueueRef, m: Message, result: JobResult, received_at: float) -> bool:
+        self._count("failed")
+        attempts = q.max_receives
+        retry = attempts is None or m.receive_count < attempts
+        self._emit(
+            JobFailed(q.name, m.message_id, m.body, m.receive_count, attempts, not retry, result)
+        )
+        if not retry:
+            # Visible at once: the redrive moves it on its next receive, no waiting.
+            self._acker.change(m, 0)
+            return False
+        now = self._clock()
+        delay = retry_delay(
+            self.settings.retry_delay,
+            m.receive_count,
+            rng=self._rng,
+            held_for=now - received_at,
+            age=max(0.0, now - m.sent_at),
+            retention=q.retention,
+        )
+        self._acker.change(m, delay)
+        with self._lock:
+            self._stats["retried"] += 1
+            self.retry_due = max(self.retry_due, now + delay)
+        self._emit(JobRetry(q.name, m.message_id, m.body, m.receive_count, delay))
+        return True
+
+    def _count(self, key: str) -> None:
+        with self._lock:
+            self._stats[key] += 1
+
+
+def chains(q: QueueRef, messages: list[Message]) -> list[list[Message]]:
+    """One chain per message; on a FIFO queue, one per group, in the order received."""
+    if not q.fifo:
+        return [[m] for m in messages]
+    ordered = sorted(enumerate(messages), key=lambda im: (im[1].group_id or "", im[0]))
+    return [
+        [m for _, m in group]
+        for _, group in itertools.groupby(ordered, key=lambda im: im[1].group_id or "")
+    ]
