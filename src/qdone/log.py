@@ -63,7 +63,7 @@ class Output:
             print(self.style("Warning: ", "yellow") + message, file=self.err, flush=True)
 
     def error(self, message: str) -> None:
-        print(self.style("Error: ", "red") + message, file=self.err, flush=True)
+        print(self.style("qdone: error: ", "red") + message, file=self.err, flush=True)
 
     def event(self, name: str, fields: Mapping[str, Any]) -> None:
         """A JSON line on stdout (only in JSON mode): ``{"event": name, "timestamp": …}``."""

@@ -160,7 +160,7 @@ def _report(output: Output, outcome: BatchOutcome, total: int) -> None:
             f"{len(outcome.failed)} of {total} lines were not enqueued (listed above); "
             f"the other {outcome.sent} were"
         )
-        click.echo(f"qdone: error: {summary}", err=True)
+        output.error(summary)
         code = error.exit_code if error is not None else ExitCode.FAILURE
         raise SystemExit(int(code))
 

@@ -160,7 +160,7 @@ def check_command(ctx: click.Context, /, queues: tuple[str, ...], **kwargs: Any)
     fix = Fix(create=kwargs["create"], overwrite=kwargs["overwrite"])
     with open_for(options, output) as broker:
         result = check_queues(broker, options, q, queues, fix)
-    _show_check(output, result)
+        _show_check(output, result)
     if not result.ok:
         left = sum(1 for c in result.queues if not c.ok)
         output.error(
