@@ -411,3 +411,91 @@ def test_several_workers_on_one_store_never_run_twice(tmp_path: Path) -> None:
     assert sum(len(r.of(JobSucceeded)) for r in recs) == 120
     for b in brokers:
         b.close()
+
+
+# -- drain and receiving as slots free (issue 3 follow-up) ----------------------------
+
+
+class ReceiveLog:
+    """Wraps ``broker.receive``: the wait of each call, and how many messages the
+    worker held (received, job not yet reported) when it asked for ``n`` more."""
+
+    def __init__(self, broker: Broker, rec: Recorder) -> None:
+        self.waits: list[float] = []
+        self.asked: list[tuple[int, int]] = []  # (held, n)
+        self._rec = rec
+        self._received = 0
+        self._lock = threading.Lock()
+        self._original = broker.receive
+        broker.receive = self  # type: ignore[method-assign]
+
+    def __call__(self, url: str, n: int, visibility: int, wait: float) -> Any:
+        with self._lock:
+            done = len(self._rec.of(JobSucceeded)) + len(self._rec.of(JobFailed))
+            self.asked.append((self._received - done, n))
+            self.waits.append(wait)
+        messages = self._original(url, n, visibility, wait)
+        with self._lock:
+            self._received += len(messages)
+        return messages
+
+
+def test_drain_polls_briefly_so_it_ends_soon_after_the_last_job(
+    broker: Broker, prefix: str
+) -> None:
+    options = Options(prefix=prefix)
+    for name in ("da", "db", "dc"):
+        put(broker, options, name, "true")
+    worker, rec = make(broker, options, queues=("d*",), drain=True, wait_time=20, concurrency=2)
+    log = ReceiveLog(broker, rec)
+    worker.run()
+    assert len(rec.of(JobSucceeded)) == 3
+    # No receive waits longer than the drain's check (1 s on SQS, 0 on SQLite), so
+    # none is left in flight, for up to 20 s, once the last job has ended.
+    assert max(log.waits) == (1 if broker.service == "SQS" else 0)
+
+
+def test_drain_waits_for_a_delayed_message(sqlite_broker: Broker) -> None:
+    options = Options()
+    enqueue(sqlite_broker, options, QueueOptions(), "late", "true", SendSettings(delay=2))
+    rec = drain(sqlite_broker, options, "late", wait_time=1)
+    assert len(rec.of(JobSucceeded)) == 1
+    assert counts(sqlite_broker, sqlite_broker.get_queue_url("qdone_late")) == (0, 0)
+
+
+def test_drain_runs_what_a_job_enqueues_on_a_queue_seen_empty(
+    sqlite_broker: Broker, sqlite_url: str, tmp_path: Path
+) -> None:
+    options = Options()
+    put(sqlite_broker, options, "chain_b", "true")
+    out = tmp_path / "ran"
+    follow_up = f"echo b >> {out}"
+    put(
+        sqlite_broker,
+        options,
+        "chain_a",
+        f"sleep 0.5; QDONE_BROKER={sqlite_url} qdone enqueue chain_b '{follow_up}'",
+    )
+    rec = drain(sqlite_broker, options, "chain_*", concurrency=2, wait_time=5)
+    assert out.read_text().split() == ["b"]
+    assert len(rec.of(JobSucceeded)) == 3
+
+
+def test_receives_as_slots_free_never_exceed_them(sqlite_broker: Broker) -> None:
+    options = Options()
+    for i in range(40):
+        put(sqlite_broker, options, "free", f"exit {int(i % 7 == 0)}")
+    worker, rec = make(
+        sqlite_broker,
+        options,
+        queues=("free",),
+        drain=True,
+        wait_time=0,
+        concurrency=3,
+        retry_delay=0,
+    )
+    log = ReceiveLog(sqlite_broker, rec)
+    worker.run()
+    assert len(rec.of(JobSucceeded)) + len(rec.of(JobFailed)) >= 40
+    assert all(held + n <= 3 for held, n in log.asked), log.asked
+    assert any(n == 1 for _, n in log.asked[1:])  # a slot freed is filled at once

@@ -11,10 +11,11 @@ exception.
 from __future__ import annotations
 
 import contextlib
+import functools
+import math
 import os
-import selectors
+import select
 import signal
-import subprocess
 import threading
 import time
 from collections import deque
@@ -28,6 +29,9 @@ GRACE = 3.0  # seconds between SIGTERM and SIGKILL
 NICE = 10  # added to the worker's niceness, as Node qdone runs `nice`
 _READ = 65_536
 _SHELL = "/bin/sh"
+_FD_DIR = "/proc/self/fd"
+# Python ignores SIGPIPE (and SIGXFSZ); a job gets them back, as Popen does.
+_DEFAULT_SIGNALS = (signal.SIGPIPE, signal.SIGXFSZ)
 
 
 class TailBuffer:
@@ -85,6 +89,7 @@ class JobResult:
             return str(self.signal)
 
 
+@functools.cache
 def _niced() -> int:
     try:
         return min(19, os.getpriority(os.PRIO_PROCESS, 0) + NICE)
@@ -94,7 +99,11 @@ def _niced() -> int:
 
 class Job:
     """One running command. ``wait()`` blocks until it ends; ``kill()`` may be
-    called from any thread to end it (and its process group) at once."""
+    called from any thread to end it (and its process group) at once.
+
+    Started with ``posix_spawn`` (glibc: a vfork-like clone) rather than
+    ``subprocess.Popen``: a worker running many short jobs spends most of its own
+    time starting them, and Popen's Python layers cost about as much as the fork."""
 
     def __init__(
         self,
@@ -104,35 +113,55 @@ class Job:
         kill_after: float = 30.0,
         grace: float = GRACE,
         clock: Callable[[], float] = time.monotonic,
+        base_env: Mapping[str, str] | None = None,
     ) -> None:
         self.command = command
         self.kill_after = kill_after
         self.grace = grace
         self._clock = clock
-        self._env = {**os.environ, **(env or {})}
-        self._proc: subprocess.Popen[bytes] | None = None
+        self._env = {**(os.environ if base_env is None else base_env), **(env or {})}
+        self._pid: int | None = None
+        self._status: int | None = None  # exit code, or -signal, once reaped
+        self._pipes: dict[int, TailBuffer] = {}
         self._killed = threading.Event()
         self.stdout = TailBuffer()
         self.stderr = TailBuffer()
 
     def start(self) -> None:
+        """Start the command; raises ``OSError`` when it cannot be started."""
         self._started = self._clock()
-        self._proc = subprocess.Popen(
-            [_SHELL, "-c", self.command],
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            env=self._env,
-            start_new_session=True,
-            close_fds=True,
-        )
+        out_r, out_w = os.pipe()
+        err_r, err_w = os.pipe()
+        try:
+            self._pid = os.posix_spawn(
+                _SHELL,
+                [_SHELL, "-c", self.command],
+                self._env,
+                file_actions=[
+                    (os.POSIX_SPAWN_DUP2, _devnull(), 0),
+                    (os.POSIX_SPAWN_DUP2, out_w, 1),
+                    (os.POSIX_SPAWN_DUP2, err_w, 2),
+                    *((os.POSIX_SPAWN_CLOSE, fd) for fd in _inherited_fds()),
+                ],
+                setsid=True,
+                setsigmask=(),
+                setsigdef=_DEFAULT_SIGNALS,
+            )
+        except BaseException:
+            os.close(out_r)
+            os.close(err_r)
+            raise
+        finally:
+            os.close(out_w)
+            os.close(err_w)
+        self._pipes = {out_r: self.stdout, err_r: self.stderr}
         # The group, not the pid: a grandchild forked already is niced as well.
         with contextlib.suppress(OSError):
-            os.setpriority(os.PRIO_PGRP, self._proc.pid, _niced())
+            os.setpriority(os.PRIO_PGRP, self._pid, _niced())
 
     @property
     def pid(self) -> int | None:
-        return self._proc.pid if self._proc is not None else None
+        return self._pid
 
     def kill(self) -> None:
         """SIGKILL the job's process group now (thread-safe, idempotent)."""
@@ -140,28 +169,36 @@ class Job:
         self._signal_group(signal.SIGKILL)
 
     def _signal_group(self, sig: signal.Signals) -> None:
-        if self._proc is None:
+        if self._pid is None:
             return
         with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self._proc.pid, sig)
+            os.killpg(self._pid, sig)
 
     def _group_alive(self) -> bool:
-        assert self._proc is not None
+        assert self._pid is not None
         try:
-            os.killpg(self._proc.pid, 0)
+            os.killpg(self._pid, 0)
         except (ProcessLookupError, PermissionError):
             return False
         return True
 
+    def _reap(self, block: bool) -> int | None:
+        """The shell's exit code (or -signal), once it has ended; None while it runs."""
+        if self._status is None:
+            assert self._pid is not None
+            pid, status = os.waitpid(self._pid, 0 if block else os.WNOHANG)
+            if pid:
+                self._status = os.waitstatus_to_exitcode(status)
+        return self._status
+
     def wait(self) -> JobResult:
         """Read output until the job ends (killing it at ``kill_after``); the result."""
-        proc = self._proc
-        assert proc is not None and proc.stdout is not None and proc.stderr is not None
-        deadline = self._started + self.kill_after
-        timed_out = self._pump(proc, deadline)
+        assert self._pid is not None
+        timed_out = self._pump(self._started + self.kill_after)
         if timed_out:
-            self._terminate(proc)
-        returncode = proc.wait()
+            self._terminate()
+        returncode = self._reap(block=True)
+        assert returncode is not None
         return JobResult(
             exit_code=returncode if returncode >= 0 else None,
             signal=-returncode if returncode < 0 else None,
@@ -172,44 +209,72 @@ class Job:
             killed=self._killed.is_set(),
         )
 
-    def _pump(self, proc: subprocess.Popen[bytes], deadline: float) -> bool:
+    def _pump(self, deadline: float) -> bool:
         """Copy output into the tails until both pipes close, or the shell exits and
         its pipes stay quiet (a background grandchild holds them); True at deadline."""
-        assert proc.stdout is not None and proc.stderr is not None
-        sel = selectors.DefaultSelector()
-        sel.register(proc.stdout, selectors.EVENT_READ, self.stdout)
-        sel.register(proc.stderr, selectors.EVENT_READ, self.stderr)
+        pipes = self._pipes
+        poller = select.poll()
+        for fd in pipes:
+            poller.register(fd, select.POLLIN)
         exited_at: float | None = None
         try:
-            while sel.get_map():
+            while pipes:
                 now = self._clock()
                 if now >= deadline:
                     return True
-                if exited_at is None and proc.poll() is not None:
+                if exited_at is None and self._reap(block=False) is not None:
                     exited_at = now
                 if exited_at is not None and now - exited_at > 0.2:
                     return False
                 timeout = min(deadline - now, 0.05 if exited_at is not None else 0.5)
-                for key, _ in sel.select(timeout):
-                    data = os.read(key.fd, _READ)
+                for fd, _ in poller.poll(math.ceil(timeout * 1000)):
+                    data = os.read(fd, _READ)
                     if data:
-                        key.data.write(data)
+                        pipes[fd].write(data)
                     else:
-                        sel.unregister(key.fileobj)
+                        poller.unregister(fd)
+                        os.close(fd)
+                        del pipes[fd]
             return False
         finally:
-            sel.close()
-            proc.stdout.close()
-            proc.stderr.close()
+            for fd in pipes:
+                os.close(fd)
+            pipes.clear()
 
-    def _terminate(self, proc: subprocess.Popen[bytes]) -> None:
+    def _terminate(self) -> None:
         self._signal_group(signal.SIGTERM)
         end = self._clock() + self.grace
         while self._clock() < end:
-            if proc.poll() is not None and not self._group_alive():
+            if self._reap(block=False) is not None and not self._group_alive():
                 return
             time.sleep(0.02)
         self._signal_group(signal.SIGKILL)
+
+
+@functools.cache
+def _devnull() -> int:
+    """``/dev/null``, opened once (close-on-exec): the spawn, which holds the GIL
+    until the shell starts, then only duplicates it."""
+    return os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
+
+
+@functools.cache
+def _inherited_fds() -> tuple[int, ...]:
+    """Descriptors above 2 a job would inherit, to close in it (``close_fds``).
+    Python opens its own close-on-exec, so these are what the worker inherited, and
+    are listed once; closing one in the child that is gone since is harmless."""
+    try:
+        names = os.listdir(_FD_DIR)
+    except OSError:
+        return ()
+    fds = []
+    for name in names:
+        fd = int(name)
+        if fd > 2:
+            with contextlib.suppress(OSError):  # e.g. listdir's own descriptor, gone
+                if os.get_inheritable(fd):
+                    fds.append(fd)
+    return tuple(fds)
 
 
 def run_job(

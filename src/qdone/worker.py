@@ -10,6 +10,15 @@ A failed job with attempts left (``receive count < maxReceiveCount``) is made
 visible again after an exponential backoff; on its last attempt it is made
 visible at once, so the redrive moves it to the failed queue without waiting.
 
+Draining (``--drain``), the worker stops once no job runs and every queue has,
+since the last job ended, answered a receive with nothing and shown no delayed
+message in its approximate counts. A receive that is in flight must be waited
+for (its messages are run, never dropped), so while draining no receive waits
+longer than ``SQS_DRAIN_WAIT`` (1 s: still a long poll, which asks every SQS
+server) and the worker ends about a second after its last job. An empty queue is
+polled again only after a job ended (a job may enqueue), no more often than once
+per wait time while jobs run: the cost of one long poll.
+
 ``stop()`` (first signal): no new receive; a receive in flight is waited for and
 its messages are run; running jobs finish; deletes are flushed. ``kill()``
 (second signal): every job's process group is killed and ``run()`` returns.
@@ -49,6 +58,9 @@ __all__ = ["Worker"]
 log = logging.getLogger(__name__)
 SQS_LINGER = 0.2  # s to wait for more free slots, so receives and deletes fill batches
 SQLITE_LINGER = 0.0  # receives are cheap there; waiting for a second slot costs more
+# Draining: the longest receive wait. On SQS 1 s is still a long poll (it asks every
+# server, unlike a short poll); a SQLite receive is exact without waiting.
+SQS_DRAIN_WAIT, SQLITE_DRAIN_WAIT = 1, 0
 
 
 class Worker:
@@ -108,12 +120,13 @@ class Worker:
         self._futures: list[Future[None]] | None = None  # collected by poll_once
         self._epoch = 0  # bumped when a job ends: queues must be seen empty after it
         self._empty_epoch: dict[str, int] = {}
+        self._checked_at: dict[str, float] = {}  # draining: last receive of an empty queue
+        self._delayed: set[str] = set()  # draining: queues holding delayed messages
+        self._busy: dict[str, bool] = {}  # the last receive got all it asked for
+        sqs = broker.service == "SQS"
         linger = settings.receive_linger
-        self._linger = (
-            linger
-            if linger is not None
-            else (SQS_LINGER if broker.service == "SQS" else SQLITE_LINGER)
-        )
+        self._linger = linger if linger is not None else (SQS_LINGER if sqs else SQLITE_LINGER)
+        self._drain_wait = SQS_DRAIN_WAIT if sqs else SQLITE_DRAIN_WAIT
 
     # -- control -----------------------------------------------------------------
 
@@ -227,17 +240,14 @@ class Worker:
             if self.settings.active_only and not self._active(q):
                 self._stopping.wait(max(1, self.settings.wait_time))
                 continue
-            if self._seen_empty(q):
+            if self._hold_off(q):
                 self._changed.wait(0.1)
                 continue
-            n = self._slots.reserve(want, self._linger, self._stopping.is_set)
+            n = self._slots.reserve(want, self._linger, self._stopping.is_set, queue=q.url)
             if n == 0:
                 continue
-            # More than a fair share of slots is held for a short wait only: if the
-            # queue has just run dry, other queues get them back within a second.
-            wait = self._wait_time() if n <= fair else min(1, self._wait_time())
             try:
-                got = self._receive(q, n, wait)
+                got = self._receive(q, n, self._receive_wait(q, n, fair))
             except QueueNotFound:
                 with self._lock:
                     self._queues.pop(q.url, None)
@@ -252,10 +262,54 @@ class Worker:
             # empty queue's long poll holds one slot, not the slots other queues need.
             want = busy if got == n else max(1, got)
 
-    def _seen_empty(self, q: QueueRef) -> bool:
-        """Draining, and the queue was found empty since the last job ended."""
+    def _receive_wait(self, q: QueueRef, n: int, fair: int) -> int:
+        # More than a fair share of slots is held for a short wait only: if the
+        # queue has just run dry, other queues get them back within a second.
+        wait = self._wait_time() if n <= fair else min(1, self._wait_time())
+        if not self.settings.drain:
+            return wait
+        if q.url in self._delayed:  # a long poll returns as the message shows
+            return max(1, self._wait_time())
+        # Draining, no receive outlives the last job by more than this wait.
+        return min(wait, self._drain_wait)
+
+    def _hold_off(self, q: QueueRef) -> bool:
+        """Draining, and ``q`` came back empty: poll it again only once something
+        happened that may refill it (a job ended, a message was let go); while jobs
+        still run, no more often than once per wait time (a long poll's cost)."""
+        if not self.settings.drain:
+            return False
         with self._lock:
-            return self.settings.drain and self._empty_epoch.get(q.url) == self._epoch
+            seen = self._empty_epoch.get(q.url)
+            if seen is None:
+                return False
+            if seen == self._epoch:
+                return True
+            last = self._checked_at.get(q.url, 0.0)
+        if not self._slots.running():
+            return False
+        return self._clock() - last < self.settings.wait_time
+
+    def _saw_empty(self, q: QueueRef, epoch: int) -> None:
+        """A receive started at ``epoch`` found ``q`` empty. Draining with no job left
+        to end, the queue counts as empty only without delayed messages too."""
+        if self.settings.drain and not self._slots.running():
+            try:
+                attributes = self.broker.get_queue_attributes(
+                    q.url, ["ApproximateNumberOfMessagesDelayed"]
+                )
+            except BrokerError as exc:
+                self._emit(BrokerTrouble(q.name, str(exc), 0.0))
+                return
+            if int(attributes.get("ApproximateNumberOfMessagesDelayed", "0")) > 0:
+                with self._lock:
+                    self._delayed.add(q.url)
+                return
+        with self._lock:
+            self._delayed.discard(q.url)
+            self._empty_epoch[q.url] = epoch
+            self._checked_at[q.url] = self._clock()
+        self._changed.set()
 
     def _wait_time(self) -> int:
         return poll_wait(self.settings.wait_time, len(self._queues), self.settings.concurrency)
@@ -301,6 +355,16 @@ class Worker:
 
     def _receive(self, q: QueueRef, n: int, wait_time: int) -> int:
         """Receive up to ``n`` messages (``n`` slots are reserved) and start them."""
+        messages, received_at = self._fetch(q, n, wait_time)
+        follow = self._follow if self._futures is None else None  # poll_once: one round
+        for chain in chains(q, messages):
+            future = self._pool.submit(self._runner.run_chain, q, chain, received_at, follow)
+            if self._futures is not None:
+                self._futures.append(future)
+        return len(messages)
+
+    def _fetch(self, q: QueueRef, n: int, wait_time: int) -> tuple[list[Message], float]:
+        """Receive up to ``n`` messages into ``n`` reserved slots; they are held."""
         with self._lock:
             self._inflight += 1
             epoch = self._epoch
@@ -312,23 +376,49 @@ class Worker:
             self._slots.settle(n, len(messages or ()))
             with self._lock:
                 self._inflight -= 1
-                if messages == []:
-                    self._empty_epoch[q.url] = epoch
-            self._changed.set()
+                if messages is not None:
+                    self._busy[q.url] = len(messages) == n
+            self._nudge()
+        if not messages:
+            self._saw_empty(q, epoch)
         for m in messages:
             self._acker.hold(m, received_at, self._visibility())
-        for chain in chains(q, messages):
-            future = self._pool.submit(self._runner.run_chain, q, chain, received_at)
-            if self._futures is not None:
-                self._futures.append(future)
-        return len(messages)
+        return messages, received_at
+
+    def _follow(self, q: QueueRef) -> tuple[list[Message], float]:
+        """A job of ``q`` ended and its thread still holds the slot: receive the next
+        message for that slot here and now, sparing the hand-over to the poller and
+        back (the cost of a short job). Only where receives do not wait to fill
+        batches (SQLite), on a standard queue that was busy, when no other queue
+        waits for a slot. Otherwise, and on any trouble, the slot is given back."""
+        if (
+            self._linger > 0
+            or q.fifo
+            or self._stopping.is_set()
+            or not self._busy.get(q.url)
+            or q.url not in self._queues
+            or self._slots.others_waiting(q.url)
+        ):
+            self._slots.release(1)
+            return [], 0.0
+        self._slots.repoll()
+        try:
+            return self._fetch(q, 1, 0)
+        except BrokerError:  # the poller meets it too, and reports it
+            return [], 0.0
 
     def _activity(self) -> None:
         """A job ended or its message was deleted or let go: queues seen empty
         before may hold messages again (a job may enqueue; a FIFO group is free)."""
         with self._lock:
             self._epoch += 1
-        self._changed.set()
+        self._nudge()
+
+    def _nudge(self) -> None:
+        """Wake the main loop when it may have something to do: stopping, or draining
+        with no job running (it would otherwise wake for every job, to no end)."""
+        if self._stopping.is_set() or (self.settings.drain and not self._slots.running()):
+            self._changed.set()
 
     # -- bookkeeping -------------------------------------------------------------
 

@@ -23,6 +23,7 @@ class Slots:
         self.total = total
         self.used = 0
         self.polling = 0
+        self._waiting: dict[str, int] = {}  # threads waiting in reserve, by queue
         self._cond = threading.Condition()
 
     def free(self) -> int:
@@ -35,13 +36,23 @@ class Slots:
             return self.used - self.polling
 
     def reserve(
-        self, want: int, linger: float, stopping: Callable[[], bool], timeout: float = 1.0
+        self,
+        want: int,
+        linger: float,
+        stopping: Callable[[], bool],
+        timeout: float = 1.0,
+        queue: str = "",
     ) -> int:
         """Take up to ``want`` slots for a receive: wait (up to ``timeout``) for one,
         then up to ``linger`` s more for ``want`` while running jobs may free them.
         0 on stop or timeout. Give back with ``settle``."""
         with self._cond:
-            if not self._cond.wait_for(lambda: stopping() or self.used < self.total, timeout):
+            self._waiting[queue] = self._waiting.get(queue, 0) + 1
+            try:
+                ready = self._cond.wait_for(lambda: stopping() or self.used < self.total, timeout)
+            finally:
+                self._waiting[queue] -= 1
+            if not ready:
                 return 0
             if stopping():
                 return 0
@@ -62,7 +73,18 @@ class Slots:
         with self._cond:
             self.polling -= n
             self.used -= n - got
-            self._cond.notify_all()
+            if got < n:  # slots freed; otherwise nobody waiting can go on
+                self._cond.notify_all()
+
+    def others_waiting(self, queue: str) -> bool:
+        """Whether a receive for another queue than ``queue`` waits for a slot."""
+        with self._cond:
+            return any(n for q, n in self._waiting.items() if q != queue)
+
+    def repoll(self) -> None:
+        """A running job's slot goes straight to a receive (``settle(1, got)`` after)."""
+        with self._cond:
+            self.polling += 1
 
     def release(self, n: int = 1) -> None:
         """``n`` received messages are done with."""

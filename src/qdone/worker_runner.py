@@ -4,6 +4,7 @@ then a delete, a retry after a backoff, or a hand-over to the redrive."""
 from __future__ import annotations
 
 import itertools
+import os
 import random
 import threading
 import time
@@ -24,9 +25,13 @@ from .worker_events import (
 from .worker_policy import Slots, retry_delay
 from .worker_queues import QueueRef
 
-__all__ = ["Runner", "chains"]
+__all__ = ["Follow", "Runner", "chains"]
 
 STATS = ("ran", "succeeded", "failed", "retried", "archived")
+
+#: Given the queue of a job that ended with its slot kept: the next messages for
+#: that slot and when they were received, or ``[]`` with the slot given back.
+Follow = Callable[[QueueRef], tuple[list[Message], float]]
 
 
 class Runner:
@@ -55,6 +60,7 @@ class Runner:
         self.killed = threading.Event()
         self.retry_due = 0.0  # when the last retry this worker scheduled comes due
         self._stats = dict.fromkeys(STATS, 0)
+        self._base_env = dict(os.environ)  # read once: os.environ decodes on each copy
 
     def stats(self) -> dict[str, int]:
         with self._lock:
@@ -68,22 +74,44 @@ class Runner:
         for job in jobs:
             job.kill()
 
-    def run_chain(self, q: QueueRef, chain: list[Message], received_at: float) -> None:
+    def run_chain(
+        self,
+        q: QueueRef,
+        chain: list[Message],
+        received_at: float,
+        follow: Follow | None = None,
+    ) -> None:
+        """Run ``chain``; then, while ``follow`` hands over the next messages for the
+        slot its last job held, run those too, on this thread."""
+        while chain:
+            if not self._run_chain(q, chain, received_at, keep=follow is not None):
+                return
+            assert follow is not None
+            chain, received_at = follow(q)
+
+    def _run_chain(self, q: QueueRef, chain: list[Message], received_at: float, keep: bool) -> bool:
         """Run messages in order, each holding one slot; a FIFO message that will be
-        retried holds its group back, so the rest of the group is let go."""
+        retried holds its group back, so the rest of the group is let go. ``keep``:
+        the last slot is not released when every message ran; True when so kept."""
         done = 0
+        kept = False
         try:
             for m in chain:
                 retried = self._run_message(q, m, received_at)
                 done += 1
-                self._slots.release(1)
                 if retried or self.killed.is_set():
+                    self._slots.release(1)
                     break
+                if done == len(chain) and keep:
+                    kept = True
+                else:
+                    self._slots.release(1)
         finally:
             for m in chain[done:]:
                 self._acker.change(m, 0)
             self._slots.release(len(chain) - done)
             self._on_activity()
+        return kept
 
     def _run_message(self, q: QueueRef, m: Message, received_at: float) -> bool:
         """Run (or archive) one message; True when it will be retried."""
@@ -112,7 +140,13 @@ class Runner:
             "QDONE_JOB_ID": m.message_id,
             "QDONE_RECEIVE_COUNT": str(m.receive_count),
         }
-        job = Job(m.body, env=env, kill_after=self.settings.kill_after, grace=self.settings.grace)
+        job = Job(
+            m.body,
+            env=env,
+            kill_after=self.settings.kill_after,
+            grace=self.settings.grace,
+            base_env=self._base_env,
+        )
         started = time.monotonic()
         try:
             job.start()

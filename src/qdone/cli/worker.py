@@ -272,7 +272,16 @@ def _install_signals(worker: Worker, output: Output) -> None:
 @click.option(
     "--active-only", is_flag=True, help="Poll only queues whose approximate counts show messages."
 )
-@click.option("--drain", is_flag=True, help="Stop once every queue is empty and no job runs.")
+@click.option(
+    "--drain",
+    is_flag=True,
+    help="Stop once no job runs and every queue is empty: each has answered a receive "
+    "with nothing, and shown no delayed message, after the last job ended. Draining, "
+    "receives wait at most 1 s on SQS (still a long poll, which asks every server; "
+    "none on SQLite), so the worker exits about a second after its last job; an empty "
+    "queue is polled again only after a job ends, at most once per --wait-time while "
+    "jobs run.",
+)
 @click.option(
     "--archive",
     is_flag=True,
