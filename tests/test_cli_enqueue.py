@@ -88,7 +88,7 @@ def test_quiet_enqueue_prints_a_json_event(sqlite_url: str) -> None:
         (["enqueue", "q", ""], ExitCode.USAGE, "the command is empty"),
         (["enqueue", "q", "true", "--delay", "901"], ExitCode.USAGE, "0 to 900"),
         (["enqueue", "--fifo", "q", "true", "--delay", "1"], ExitCode.USAGE, "FIFO"),
-        (["enqueue", "q", "true", "--region", "eu-west-1"], ExitCode.USAGE, "--region apply"),
+        (["enqueue", "q", "true", "--region", "eu-west-1"], ExitCode.USAGE, "--region applies"),
         (["--broker", "redis://x", "enqueue", "q", "true"], ExitCode.USAGE, "unknown broker"),
         (["enqueue", "q", "true", "-q", "-v"], ExitCode.USAGE, "--quiet and --verbose"),
         (["enqueue", "q", "true", "--tag", "novalue"], ExitCode.USAGE, "KEY=VALUE"),

@@ -61,7 +61,7 @@ def parse_lines(source: str, lines: Iterable[bytes]) -> Iterator[BatchLine]:
         except UnicodeDecodeError as exc:
             raise BatchInputError(
                 f"{source}:{lineno}: not valid UTF-8 (byte {exc.start + 1} of the "
-                f"{'queue name' if exc.object is parts[0] else 'command'})"
+                f"{'queue name' if exc.object == parts[0] else 'command'})"
             ) from exc
         yield BatchLine(source, lineno, queue, command)
 

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import NamedTuple
 
 from .batchfile import BATCH_BYTES, MAX_MESSAGE_BYTES, BatchLine, split_batches
-from .broker.base import Broker, SendEntry, SendResult
+from .broker.base import Broker, SendEntry, SendResult, invalid_character
 from .config import Options, QueueOptions
 from .errors import BrokerError, BrokerUnavailable, MessageTooLarge, UsageError
 from .queues import EnsuredQueue, ensure_queue, names_for, validate_queue_options
@@ -69,6 +69,12 @@ def _check_command(command: str, where: str) -> int:
     size = len(command.encode())
     if not command.strip():
         raise UsageError(f"{where}: the command is empty")
+    bad = invalid_character(command)
+    if bad is not None:
+        raise UsageError(
+            f"{where}: the command holds character U+{ord(bad):04X}, which SQS does not "
+            "accept in a message"
+        )
     if size > MAX_MESSAGE_BYTES:
         raise MessageTooLarge(
             f"{where}: the command is {size:,} bytes; SQS takes at most {MAX_MESSAGE_BYTES:,}"
@@ -144,9 +150,10 @@ def _group_by_queue(
             except UsageError as exc:
                 raise type(exc)(f"{line.where}: {exc}") from exc
             queue_lines = queues[line.queue] = []
-        size = len(line.command.encode())
-        if size > MAX_MESSAGE_BYTES or not line.command.strip():
-            _check_command(line.command, line.where)
+        command = line.command
+        size = len(command.encode())
+        if size > MAX_MESSAGE_BYTES or not command.strip() or not command.isprintable():
+            _check_command(command, line.where)
         queue_lines.append((line, size))
     return queues
 
@@ -335,6 +342,8 @@ def _run_all(
     with ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
         futures = [pool.submit(run, sender, batches) for sender, batches in tasks]
         for future in as_completed(futures):
+            if future.cancelled():
+                continue  # not started: its batches are reported below
             try:
                 future.result()
             except BrokerUnavailable as exc:

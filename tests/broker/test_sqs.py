@@ -14,7 +14,7 @@ from typing import Any
 
 import boto3
 import pytest
-from botocore.exceptions import ClientError, ReadTimeoutError
+from botocore.exceptions import ClientError, ConnectionClosedError, ReadTimeoutError
 
 from qdone.broker.base import ChangeVisibility, Receipt, SendEntry
 from qdone.broker.sqs import SqsBroker
@@ -207,9 +207,15 @@ def test_client_errors_moto_cannot_produce(
     assert type(err.value) is expected
 
 
-def test_read_timeout_is_unavailable(sqs: SqsBroker, moto_endpoint: str) -> None:
-    with pytest.raises(BrokerUnavailable, match=moto_endpoint), sqs._mapped():
-        raise ReadTimeoutError(endpoint_url=moto_endpoint)
+def test_a_call_cut_off_midway_is_a_broker_error_not_unreachable(
+    sqs: SqsBroker, moto_endpoint: str
+) -> None:
+    # The request may have reached the queue: callers must not treat it as never sent.
+    for error in (ReadTimeoutError, ConnectionClosedError):
+        expected = pytest.raises(BrokerError, match="may or may not have taken effect")
+        with expected as caught, sqs._mapped():
+            raise error(endpoint_url=moto_endpoint)
+        assert not isinstance(caught.value, BrokerUnavailable)
 
 
 # -- url cache, names, ARNs -----------------------------------------------------

@@ -47,7 +47,8 @@ def open_broker(options: Options, clock: Callable[[], float] | None = None) -> B
         ]
         if given:
             raise ConfigError(
-                f"{' and '.join(given)} apply only to --broker sqs; "
+                f"{' and '.join(given)} {'apply' if len(given) > 1 else 'applies'} only to "
+                "--broker sqs; "
                 f"the broker in use is the SQLite store at {path}"
             )
         from .sqlite import SqliteBroker

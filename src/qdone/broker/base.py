@@ -36,6 +36,7 @@ Calls
 from __future__ import annotations
 
 import abc
+import re
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -54,9 +55,20 @@ __all__ = [
     "Receipt",
     "SendEntry",
     "SendResult",
+    "invalid_character",
 ]
 
 MAX_BATCH = 10  # entries per batch call, SQS's limit
+# Characters SQS refuses in a message body: those outside XML 1.0's character set.
+_INVALID_CHARACTER = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+
+
+def invalid_character(body: str) -> str | None:
+    """The first character of ``body`` that SQS refuses in a message, or None."""
+    if body.isascii() and body.isprintable():
+        return None
+    found = _INVALID_CHARACTER.search(body)
+    return found.group() if found else None
 
 
 class ApiCalls:

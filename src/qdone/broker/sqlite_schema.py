@@ -6,6 +6,7 @@ the file, and SQS's rules for queue attributes and batch entries.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import itertools
 import json
@@ -20,7 +21,7 @@ from pathlib import Path
 from types import MappingProxyType
 
 from ..errors import BrokerError, BrokerUnavailable, FailedEntry
-from .base import MAX_BATCH, SendEntry
+from .base import MAX_BATCH, SendEntry, invalid_character
 
 __all__ = [
     "APPLICATION_ID",
@@ -67,8 +68,6 @@ MAX_VISIBILITY = 43_200
 MAX_BATCH_BYTES = 1_048_576  # a whole SendMessageBatch, like SQS
 BUSY_TIMEOUT = 30.0  # seconds a write waits for another process's transaction
 _BATCH_ID = re.compile(r"[\w-]{1,80}", re.ASCII)
-# Characters SQS refuses in a message (XML 1.0's excluded ranges).
-_BAD_CHARS = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 
 SCHEMA: tuple[str, ...] = (
     """create table if not exists queues (
@@ -283,10 +282,8 @@ def create_file(path: Path) -> None:
     """The store's directory (0700) and an empty file (0600) if there is none yet."""
     try:
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
-        os.close(fd)
-    except FileExistsError:
-        pass
+        with contextlib.suppress(FileExistsError):
+            os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
     except OSError as exc:
         raise BrokerUnavailable(
             f"cannot create the qdone store {path}: {exc.strerror or exc}"
@@ -357,8 +354,7 @@ def failed_entry(entry_id: str, code: str, message: str) -> FailedEntry:
 def entry_error(queue: QueueSettings, entry: SendEntry, size: int) -> FailedEntry | None:
     """Why SQS would refuse this entry, or None."""
     limit = queue.max_size
-    body = entry.body
-    if not body or (not (body.isascii() and body.isprintable()) and _BAD_CHARS.search(body)):
+    if not entry.body or invalid_character(entry.body) is not None:
         return failed_entry(entry.id, "InvalidMessageContents", "empty body or invalid characters")
     if size > limit:
         text = f"message is {size} bytes; the queue allows {limit}"

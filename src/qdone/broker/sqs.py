@@ -204,7 +204,9 @@ class SqsBroker(Broker):
             )
         except ProfileNotFound as exc:
             raise ConfigError(str(exc), hint=_CREDENTIALS_HINT) from exc
-        except ValueError as exc:  # botocore's "Invalid endpoint"
+        except ValueError as exc:  # botocore's "Invalid endpoint" or a malformed region
+            if "region" in str(exc).lower():
+                raise ConfigError(f"invalid AWS region {self.region!r}: {exc}") from exc
             raise ConfigError(f"cannot use endpoint {endpoint_url!r}: {exc}") from exc
         client.meta.events.register(f"before-send.{service}", self._count_request)
         log.debug("created %s client", service, extra={"region": self.region})
@@ -256,9 +258,17 @@ class SqsBroker(Broker):
             raise BrokerUnavailable(
                 f"no usable AWS credentials for {service}: {exc}", hint=_CREDENTIALS_HINT
             ) from exc
-        except (BotoConnectionError, HTTPClientError) as exc:
+        except BotoConnectionError as exc:  # no connection could be made
             endpoint = exc.kwargs.get("endpoint_url") or self._endpoint_of(service)
             raise BrokerUnavailable(f"cannot reach {service} at {endpoint}: {exc}") from exc
+        except HTTPClientError as exc:
+            # The connection broke or timed out mid-request: the request may have
+            # reached the queue. Not "unreachable": the next call may well succeed.
+            endpoint = exc.kwargs.get("endpoint_url") or self._endpoint_of(service)
+            raise BrokerError(
+                f"the connection to {service} at {endpoint} failed during the call, which "
+                f"may or may not have taken effect: {exc}"
+            ) from exc
         except BotoCoreError as exc:
             raise BrokerError(f"{service} call failed: {exc}") from exc
 
