@@ -342,7 +342,8 @@ def _utf8_length(text: str) -> int:
 def entry_size(entry: SendEntry) -> int:
     """Bytes SQS counts: the body plus attribute names and values, in UTF-8."""
     if not entry.attributes:
-        return _utf8_length(entry.body)
+        body = entry.body
+        return len(body) if body.isascii() else len(body.encode(errors="replace"))
     parts = [entry.body, *entry.attributes.keys(), *entry.attributes.values()]
     return sum(map(_utf8_length, parts))
 
@@ -354,7 +355,10 @@ def failed_entry(entry_id: str, code: str, message: str) -> FailedEntry:
 def entry_error(queue: QueueSettings, entry: SendEntry, size: int) -> FailedEntry | None:
     """Why SQS would refuse this entry, or None."""
     limit = queue.max_size
-    if not entry.body or invalid_character(entry.body) is not None:
+    body = entry.body
+    # (The isascii/isprintable test spares most bodies a regular-expression scan.)
+    plain = body.isascii() and body.isprintable()
+    if not body or (not plain and invalid_character(body) is not None):
         return failed_entry(entry.id, "InvalidMessageContents", "empty body or invalid characters")
     if size > limit:
         text = f"message is {size} bytes; the queue allows {limit}"
