@@ -1,7 +1,9 @@
 """Deletes and visibility changes, batched across jobs per queue.
 
-One thread (or ``tick()`` from a test) sends them: a queue's deletes go out as
-soon as ten are pending, and every delete within ``flush_interval``. Messages
+Two threads (or ``tick()`` from a test) send them, one for visibility changes and
+one for deletes, so that a call slowed by retries holds back neither: a queue's
+deletes go out as soon as ten are pending, and every delete within
+``flush_interval``. Messages
 being held (received, job not yet reported) are extended before their
 visibility timeout expires: by ``margin`` seconds ahead, doubling the timeout,
 capped by the message's cover (its job's kill-after) and SQS's 12 hours.
@@ -68,7 +70,7 @@ class Acker:
         self._held: dict[str, _Held] = {}
         self._stopped = False
         self._urgent = False
-        self._thread: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
 
     # -- what the worker tells it ----------------------------------------------------
 
@@ -93,7 +95,8 @@ class Acker:
         """Delete ``message`` within ``flush_interval``; ``urgent``: now (a FIFO group
         waits for it)."""
         with self._cond:
-            self._held.pop(message.receipt, None)
+            # Still held (extended when due) until the delete is sent: a delete
+            # delayed by a slow flush must not let the message come back.
             pending = self._deletes.setdefault(message.queue_url, [])
             pending.append((message, 0))
             if urgent or len(pending) >= MAX_BATCH:
@@ -128,10 +131,32 @@ class Acker:
         self.flush()
 
     def flush(self) -> None:
+        self.flush_changes()
+        self.flush_deletes()
+
+    def flush_changes(self) -> None:
+        """Send the pending visibility changes (extensions first)."""
+        with self._cond:
+            changes, self._changes = self._changes, {}
+            count = sum(map(len, changes.values()))
+            self._sending += count
+        if not count:
+            return
+        try:
+            for url, group in changes.items():
+                for i in range(0, len(group), MAX_BATCH):
+                    self._send_changes(url, group[i : i + MAX_BATCH])
+        finally:
+            with self._cond:
+                self._sending -= count
+            self._on_sent()  # a message may be receivable again
+
+    def flush_deletes(self) -> None:
+        """Send the pending deletes. (Their own thread: a delete slowed by retries
+        must not hold back the extensions that keep running jobs' messages hidden.)"""
         with self._cond:
             deletes, self._deletes = self._deletes, {}
-            changes, self._changes = self._changes, {}
-            count = sum(map(len, deletes.values())) + sum(map(len, changes.values()))
+            count = sum(map(len, deletes.values()))
             self._sending += count
         if not count:
             return
@@ -139,29 +164,29 @@ class Acker:
             for url, items in deletes.items():
                 for i in range(0, len(items), MAX_BATCH):
                     self._send_deletes(url, items[i : i + MAX_BATCH])
-            for url, group in changes.items():
-                for i in range(0, len(group), MAX_BATCH):
-                    self._send_changes(url, group[i : i + MAX_BATCH])
         finally:
-            # Only a visibility change or a FIFO delete can let a message be received
-            # again (a group is free); a standard delete cannot.
-            if changes or any(url.endswith(FIFO_SUFFIX) for url in deletes):
-                self._on_sent()
             with self._cond:
                 self._sending -= count
+            # A FIFO delete frees its group; a standard delete frees nothing.
+            if any(url.endswith(FIFO_SUFFIX) for url in deletes):
+                self._on_sent()
 
     def _extend_due(self) -> None:
-        now = self._clock()
         with self._cond:
-            for held in self._held.values():
-                if now < held.expires_at - self._margin:
-                    continue
-                timeout = self._next_timeout(held, now)
-                if timeout > held.expires_at - now:
-                    held.expires_at, held.timeout = now + timeout, timeout
-                    self._changes.setdefault(held.message.queue_url, []).append(
-                        _Change(held.message, timeout)
-                    )
+            self._queue_extensions(self._clock())
+
+    def _queue_extensions(self, now: float) -> None:
+        """Queue, ahead of other changes, an extension of each message due (lock held)."""
+        due: dict[str, list[_Change]] = {}
+        for held in self._held.values():
+            if now < held.expires_at - self._margin:
+                continue
+            timeout = self._next_timeout(held, now)
+            if timeout > held.expires_at - now:
+                held.expires_at, held.timeout = now + timeout, timeout
+                due.setdefault(held.message.queue_url, []).append(_Change(held.message, timeout))
+        for url, extensions in due.items():
+            self._changes[url] = extensions + self._changes.get(url, [])
 
     def _next_timeout(self, held: _Held, now: float) -> int:
         limit = MAX_VISIBILITY - (now - held.received_at) - 1
@@ -177,8 +202,14 @@ class Acker:
             again = [(m, tries + 1) for m, tries in items if tries + 1 < _TRIES]
             with self._cond:
                 self._deletes.setdefault(url, []).extend(again)
+                for m, tries in items:
+                    if tries + 1 >= _TRIES:  # given up: let it come back
+                        self._held.pop(m.receipt, None)
             self._on_error(url, f"deleting {len(items)} messages failed: {exc}")
             return
+        with self._cond:
+            for m, _ in items:
+                self._held.pop(m.receipt, None)
         for failed in result.failed:
             message = items[int(failed.id)][0]
             self._on_error(url, f"message {message.message_id} not deleted: {failed.message}")
@@ -203,24 +234,36 @@ class Acker:
     # -- the thread ------------------------------------------------------------------
 
     def start(self) -> None:
-        self._thread = threading.Thread(target=self._loop, name="qdone-acker", daemon=True)
-        self._thread.start()
+        for name, loop in (("changes", self._changes_loop), ("deletes", self._deletes_loop)):
+            thread = threading.Thread(target=loop, name=f"qdone-acker-{name}", daemon=True)
+            thread.start()
+            self._threads.append(thread)
 
     def stop(self) -> None:
-        """Send what is pending and end the thread."""
+        """Send what is pending and end the threads."""
         with self._cond:
             self._stopped = True
             self._cond.notify_all()
-        if self._thread is not None:
-            self._thread.join()
+        for thread in self._threads:
+            thread.join()
         self.flush()
 
-    def _loop(self) -> None:
+    def _changes_loop(self) -> None:
         while True:
             with self._cond:
                 if self._stopped:
                     return
-                if not (self._urgent or self._changes):
+                if not self._changes:
+                    self._cond.wait(self._interval)
+            self._extend_due()
+            self.flush_changes()
+
+    def _deletes_loop(self) -> None:
+        while True:
+            with self._cond:
+                if self._stopped:
+                    return
+                if not self._urgent:
                     self._cond.wait(self._interval)
                 self._urgent = False
-            self.tick()
+            self.flush_deletes()
