@@ -17,11 +17,9 @@ import argparse
 import datetime as dt
 import logging
 import os
-import socket
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from pathlib import Path
 
 import boto3
 
@@ -34,20 +32,8 @@ from qdone.queues import ensure_queue
 NODE_METRICS_PER_QUEUE = 7  # Node qdone's GetMetricStatistics calls for an idle queue
 COMMAND = "python bench/bench_idle.py"
 
-
-@contextmanager
-def moto_server() -> Iterator[str]:
-    from moto.server import ThreadedMotoServer
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = int(s.getsockname()[1])
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.stop()
+sys.path.insert(0, str(Path(__file__).parent))
+from _util import moto_server  # noqa: E402  (bench/ is not a package)
 
 
 def seed_activity(endpoint: str, names: list[str]) -> None:
