@@ -200,12 +200,17 @@ class Acker:
             result = self.broker.delete_batch(url, entries)
         except BrokerError as exc:
             again = [(m, tries + 1) for m, tries in items if tries + 1 < _TRIES]
+            given_up = [m for m, tries in items if tries + 1 >= _TRIES]
             with self._cond:
                 self._deletes.setdefault(url, []).extend(again)
-                for m, tries in items:
-                    if tries + 1 >= _TRIES:  # given up: let it come back
-                        self._held.pop(m.receipt, None)
-            self._on_error(url, f"deleting {len(items)} messages failed: {exc}")
+                for m in given_up:  # let it come back: its job will run again
+                    self._held.pop(m.receipt, None)
+            text = f"deleting {len(items)} messages failed: {exc}"
+            if given_up:
+                text += (
+                    f"; gave up on {len(given_up)} after {_TRIES} tries: their jobs will run again"
+                )
+            self._on_error(url, text)
             return
         with self._cond:
             for m, _ in items:

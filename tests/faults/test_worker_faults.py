@@ -371,6 +371,10 @@ def test_a_delete_that_finally_fails_is_a_warning_and_the_job_runs_again(
     assert overlapping(runs) == []
     assert (summary.succeeded, summary.failed) == (6, 0)
     assert deletes_tried() == 3 * 3  # then given up: no fourth try
+    given_up = [
+        re.findall(r"gave up on (\d+) after 3 tries: their jobs will run again", w) for w in tries
+    ]
+    assert sum(int(n) for found in given_up for n in found) == 3  # each message, once
     assert len(events.json("WARNING")) == len(tries)  # and no other trouble
     assert faulted == 3 * len(tries)  # botocore tried each call three times
     assert counts(sqs_broker, f"{prefix}wd_failed") == (0, 0)
