@@ -14,8 +14,9 @@ from __future__ import annotations
 import logging
 import math
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sized
 from dataclasses import dataclass
+from typing import TypeVar
 
 from .broker.base import MAX_BATCH, Broker, ChangeVisibility, Message, Receipt
 from .errors import BrokerError
@@ -25,6 +26,7 @@ from .worker_events import MAX_VISIBILITY
 __all__ = ["Acker"]
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 _TRIES = 3  # a batch call that raises is tried again on the next flush, this often
 
 
@@ -138,37 +140,46 @@ class Acker:
         """Send the pending visibility changes (extensions first)."""
         with self._cond:
             changes, self._changes = self._changes, {}
-            count = sum(map(len, changes.values()))
-            self._sending += count
-        if not count:
-            return
-        try:
-            for url, group in changes.items():
-                for i in range(0, len(group), MAX_BATCH):
-                    self._send_changes(url, group[i : i + MAX_BATCH])
-        finally:
-            with self._cond:
-                self._sending -= count
-            self._on_sent()  # a message may be receivable again
+            count = self._count_sending(changes)
+        if count:
+            # Any change may make a message receivable again.
+            self._send_all(changes, count, self._send_changes, notify=True)
 
     def flush_deletes(self) -> None:
         """Send the pending deletes. (Their own thread: a delete slowed by retries
         must not hold back the extensions that keep running jobs' messages hidden.)"""
         with self._cond:
             deletes, self._deletes = self._deletes, {}
-            count = sum(map(len, deletes.values()))
-            self._sending += count
-        if not count:
-            return
+            count = self._count_sending(deletes)
+        if count:
+            # A FIFO delete frees its group; a standard delete frees nothing.
+            fifo = any(url.endswith(FIFO_SUFFIX) for url in deletes)
+            self._send_all(deletes, count, self._send_deletes, notify=fifo)
+
+    def _count_sending(self, taken: Mapping[str, Sized]) -> int:
+        """Count what was just taken off a queue as being sent (lock held), so that
+        ``pending()`` never misses it."""
+        count = sum(map(len, taken.values()))
+        self._sending += count
+        return count
+
+    def _send_all(
+        self,
+        taken: dict[str, list[T]],
+        count: int,
+        send: Callable[[str, list[T]], None],
+        *,
+        notify: bool,
+    ) -> None:
+        """Send ``taken`` in batches of ten per queue; then ``on_sent`` if ``notify``."""
         try:
-            for url, items in deletes.items():
+            for url, items in taken.items():
                 for i in range(0, len(items), MAX_BATCH):
-                    self._send_deletes(url, items[i : i + MAX_BATCH])
+                    send(url, items[i : i + MAX_BATCH])
         finally:
             with self._cond:
                 self._sending -= count
-            # A FIFO delete frees its group; a standard delete frees nothing.
-            if any(url.endswith(FIFO_SUFFIX) for url in deletes):
+            if notify:
                 self._on_sent()
 
     def _extend_due(self) -> None:
