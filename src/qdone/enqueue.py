@@ -98,8 +98,7 @@ def enqueue(
     validate_queue_options(q)
     settings.check(q.fifo or queue.endswith(".fifo"))
     _check_command(command, "enqueue")
-    names_for(options, queue, q.fifo)  # bad names fail before any call
-    target = ensure_queue(broker, options, q, queue, on_create)
+    target = ensure_queue(broker, options, q, queue, on_create)  # checks names before a call
     fifo = target.names.fifo
     entry = SendEntry(
         id="0",
