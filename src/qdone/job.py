@@ -19,8 +19,10 @@ import signal
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+
+from .spawn import environ, job_environment, spawn
 
 __all__ = ["GRACE", "NICE", "TAIL_BYTES", "Job", "JobResult", "TailBuffer", "run_job"]
 
@@ -30,8 +32,6 @@ NICE = 10  # added to the worker's niceness, as Node qdone runs `nice`
 _READ = 65_536
 _SHELL = "/bin/sh"
 _FD_DIR = "/proc/self/fd"
-# Python ignores SIGPIPE (and SIGXFSZ); a job gets them back, as Popen does.
-_DEFAULT_SIGNALS = (signal.SIGPIPE, signal.SIGXFSZ)
 
 
 class TailBuffer:
@@ -101,9 +101,11 @@ class Job:
     """One running command. ``wait()`` blocks until it ends; ``kill()`` may be
     called from any thread to end it (and its process group) at once.
 
-    Started with ``posix_spawn`` (glibc: a vfork-like clone) rather than
-    ``subprocess.Popen``: a worker running many short jobs spends most of its own
-    time starting them, and Popen's Python layers cost about as much as the fork."""
+    Started with ``posix_spawn`` (see ``spawn``) rather than ``subprocess.Popen``: a
+    worker running many short jobs spends much of its own time starting them, and
+    Popen's Python layers cost about as much as the fork. ``base_env`` is the
+    environment as ``b"NAME=value"`` items (default: this process's), ``env`` what
+    is set over it."""
 
     def __init__(
         self,
@@ -113,13 +115,13 @@ class Job:
         kill_after: float = 30.0,
         grace: float = GRACE,
         clock: Callable[[], float] = time.monotonic,
-        base_env: Mapping[str, str] | None = None,
+        base_env: Sequence[bytes] | None = None,
     ) -> None:
         self.command = command
         self.kill_after = kill_after
         self.grace = grace
         self._clock = clock
-        self._env = {**(os.environ if base_env is None else base_env), **(env or {})}
+        self._env = job_environment(environ() if base_env is None else base_env, env or {})
         self._pid: int | None = None
         self._status: int | None = None  # exit code, or -signal, once reaped
         self._pipes: dict[int, TailBuffer] = {}
@@ -133,19 +135,12 @@ class Job:
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
         try:
-            self._pid = os.posix_spawn(
+            self._pid = spawn(
                 _SHELL,
-                [_SHELL, "-c", self.command],
+                (_SHELL, "-c", self.command),
                 self._env,
-                file_actions=[
-                    (os.POSIX_SPAWN_DUP2, _devnull(), 0),
-                    (os.POSIX_SPAWN_DUP2, out_w, 1),
-                    (os.POSIX_SPAWN_DUP2, err_w, 2),
-                    *((os.POSIX_SPAWN_CLOSE, fd) for fd in _inherited_fds()),
-                ],
-                setsid=True,
-                setsigmask=(),
-                setsigdef=_DEFAULT_SIGNALS,
+                (_devnull(), out_w, err_w),
+                _inherited_fds(),
             )
         except BaseException:
             os.close(out_r)
@@ -253,8 +248,7 @@ class Job:
 
 @functools.cache
 def _devnull() -> int:
-    """``/dev/null``, opened once (close-on-exec): the spawn, which holds the GIL
-    until the shell starts, then only duplicates it."""
+    """``/dev/null``, opened once (close-on-exec), for every job's stdin."""
     return os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC)
 
 

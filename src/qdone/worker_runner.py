@@ -4,7 +4,6 @@ then a delete, a retry after a backoff, or a hand-over to the redrive."""
 from __future__ import annotations
 
 import itertools
-import os
 import random
 import threading
 import time
@@ -12,6 +11,7 @@ from collections.abc import Callable
 
 from .broker.base import Message
 from .job import Job, JobResult
+from .spawn import environ
 from .worker_acker import Acker
 from .worker_events import (
     Event,
@@ -60,7 +60,7 @@ class Runner:
         self.killed = threading.Event()
         self.retry_due = 0.0  # when the last retry this worker scheduled comes due
         self._stats = dict.fromkeys(STATS, 0)
-        self._base_env = dict(os.environ)  # read once: os.environ decodes on each copy
+        self._base_env = environ()  # read once: encoding it costs as much as a receive
 
     def stats(self) -> dict[str, int]:
         with self._lock:
