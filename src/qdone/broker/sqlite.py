@@ -42,6 +42,7 @@ from .base import (
 __all__ = ["SqliteBroker"]
 
 _FIRST_PAUSE, _MAX_PAUSE = 0.01, 0.2  # long-poll sleeps, growing
+ACTIVE_STEP = 1.0  # seconds: how finely a busy queue's last activity is kept
 
 _P = ParamSpec("_P")
 _R = TypeVar("_R")
@@ -54,6 +55,7 @@ class _Queue(NamedTuple):
     tags: str  # JSON
     created: float
     modified: float
+    active: float
 
 
 class _Row(NamedTuple):
@@ -177,13 +179,15 @@ class SqliteBroker(Broker):
     def _queue(self, conn: sqlite3.Connection, url: str) -> _Queue:
         name = self.queue_name(url)
         row = conn.execute(
-            "select qid, name, attributes, tags, created, modified from queues where name = ?",
+            "select qid, name, attributes, tags, created, modified, active from queues"
+            " where name = ?",
             (name,),
         ).fetchone()
         if row is None:
             raise QueueNotFound(name)
-        qid, name, attributes, tags, created, modified = row
-        return _Queue(qid, name, schema.queue_settings(attributes), tags, created, modified)
+        qid, name, attributes, tags, created, modified, active = row
+        settings = schema.queue_settings(attributes)
+        return _Queue(qid, name, settings, tags, created, modified, active)
 
     def _qid(self, conn: sqlite3.Connection, name: str | None) -> int | None:
         row = conn.execute("select qid from queues where name = ?", (name,)).fetchone()
@@ -191,6 +195,12 @@ class SqliteBroker(Broker):
 
     def _touch(self, conn: sqlite3.Connection, qid: int, now: float) -> None:
         conn.execute("update queues set active = ? where qid = ?", (now, qid))
+
+    def _touch_busy(self, conn: sqlite3.Connection, queue: _Queue, now: float) -> None:
+        """Mark a queue active, unless it was within ``ACTIVE_STEP``: a busy queue
+        is marked once a second, not on every receive and delete."""
+        if not queue.active <= now < queue.active + ACTIVE_STEP:
+            self._touch(conn, queue.qid, now)
 
     # -- queues -------------------------------------------------------------------
 
@@ -469,12 +479,13 @@ class SqliteBroker(Broker):
 
     def _receive_once(self, url: str, limit: int, visibility_timeout: int) -> list[Message]:
         conn = self._conn()
-        queue = self._queue(conn, url)
         visible = conn.execute(
-            "select 1 from messages where qid = ? and visible_at <= ? limit 1",
-            (queue.qid, self._clock()),
+            "select 1 from queues q join messages m on m.qid = q.qid"
+            " where q.name = ? and m.visible_at <= ? limit 1",
+            (self.queue_name(url), self._clock()),
         ).fetchone()
         if visible is None:  # nothing to claim: spare the write lock
+            self._queue(conn, url)  # but say so if there is no such queue
             return []
         with schema.transaction(conn):
             claim = self._claim(conn, self._queue(conn, url))
@@ -484,14 +495,16 @@ class SqliteBroker(Broker):
                 rows = self._select_standard(conn, claim, limit)
             messages = self._take(conn, url, rows, claim.now + visibility_timeout)
             if messages:
-                self._touch(conn, claim.queue.qid, claim.now)
+                self._touch_busy(conn, claim.queue, claim.now)
         return messages
 
     def _claim(self, conn: sqlite3.Connection, queue: _Queue) -> _Claim:
         now = self._clock()
         return _Claim(
             queue=queue,
-            dead_letter=self._qid(conn, queue.settings.dead_letter),
+            dead_letter=self._qid(conn, queue.settings.dead_letter)
+            if queue.settings.dead_letter
+            else None,
             max_receives=queue.settings.max_receives,
             now=now,
             oldest=now - queue.settings.retention,
@@ -607,7 +620,7 @@ class SqliteBroker(Broker):
                 else:
                     result.failed.append(schema.invalid_receipt(entry_id))
             if touch and result.ok:
-                self._touch(conn, queue.qid, self._clock())
+                self._touch_busy(conn, queue, self._clock())
         return result
 
     @_edge
