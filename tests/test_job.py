@@ -4,10 +4,22 @@ from __future__ import annotations
 
 import os
 import signal
+import sys
+import threading
 import time
 from pathlib import Path
 
-from qdone.job import TAIL_BYTES, Job, TailBuffer, run_job
+import pytest
+
+from qdone.job import (
+    TAIL_BYTES,
+    Job,
+    JobResult,
+    TailBuffer,
+    job_niceness,
+    nice_this_thread,
+    run_job,
+)
 
 
 def test_tail_buffer_keeps_the_last_bytes() -> None:
@@ -42,6 +54,33 @@ def test_job_is_niced_in_its_own_session() -> None:
     assert int(ni) >= min(19, os.getpriority(os.PRIO_PROCESS, 0) + 10)
     assert sid == pid  # session leader
     assert int(sid) != os.getsid(0)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="niceness per thread")
+def test_a_job_started_by_a_niced_thread_is_niced_from_birth(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    results: list[JobResult] = []
+    before = os.getpriority(os.PRIO_PROCESS, os.getpid())
+    renices: list[tuple[int, int, int]] = []
+    setpriority = os.setpriority
+
+    def recorded(which: int, who: int, prio: int) -> None:
+        renices.append((which, who, prio))
+        setpriority(which, who, prio)
+
+    def in_thread() -> None:
+        assert nice_this_thread()
+        monkeypatch.setattr(os, "setpriority", recorded)
+        # The shell and a child it forks report their niceness themselves.
+        results.append(run_job("ps -o ni= -p $$; sh -c 'ps -o ni= -p $$'"))
+
+    thread = threading.Thread(target=in_thread)
+    thread.start()
+    thread.join()
+    assert [int(n) for n in results[0].stdout.split()] == [job_niceness()] * 2
+    assert renices == []  # inherited, not set after the start
+    assert os.getpriority(os.PRIO_PROCESS, os.getpid()) == before  # the process is not
 
 
 def test_output_is_bounded() -> None:

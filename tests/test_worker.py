@@ -15,6 +15,7 @@ import pytest
 from qdone.broker.base import Broker
 from qdone.config import Options, QueueOptions
 from qdone.enqueue import SendSettings, enqueue
+from qdone.job import Job, JobResult
 from qdone.worker import Worker
 from qdone.worker_acker import Acker
 from qdone.worker_events import (
@@ -418,21 +419,31 @@ def test_several_workers_on_one_store_never_run_twice(tmp_path: Path) -> None:
 
 class ReceiveLog:
     """Wraps ``broker.receive``: the wait of each call, and how many messages the
-    worker held (received, job not yet reported) when it asked for ``n`` more."""
+    worker held (received, job not yet ended) when it asked for ``n`` more. A job
+    is reported after the next job of its thread has started, so ends are counted
+    where ``Job.wait`` returns."""
 
-    def __init__(self, broker: Broker, rec: Recorder) -> None:
+    def __init__(self, broker: Broker, monkeypatch: pytest.MonkeyPatch) -> None:
         self.waits: list[float] = []
         self.asked: list[tuple[int, int]] = []  # (held, n)
-        self._rec = rec
+        self._ended = 0
         self._received = 0
         self._lock = threading.Lock()
         self._original = broker.receive
         broker.receive = self  # type: ignore[method-assign]
+        wait = Job.wait
+
+        def counted(job: Job) -> JobResult:
+            result = wait(job)
+            with self._lock:
+                self._ended += 1
+            return result
+
+        monkeypatch.setattr(Job, "wait", counted)
 
     def __call__(self, url: str, n: int, visibility: int, wait: float) -> Any:
         with self._lock:
-            done = len(self._rec.of(JobSucceeded)) + len(self._rec.of(JobFailed))
-            self.asked.append((self._received - done, n))
+            self.asked.append((self._received - self._ended, n))
             self.waits.append(wait)
         messages = self._original(url, n, visibility, wait)
         with self._lock:
@@ -441,13 +452,13 @@ class ReceiveLog:
 
 
 def test_drain_polls_briefly_so_it_ends_soon_after_the_last_job(
-    broker: Broker, prefix: str
+    broker: Broker, prefix: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     options = Options(prefix=prefix)
     for name in ("da", "db", "dc"):
         put(broker, options, name, "true")
     worker, rec = make(broker, options, queues=("d*",), drain=True, wait_time=20, concurrency=2)
-    log = ReceiveLog(broker, rec)
+    log = ReceiveLog(broker, monkeypatch)
     worker.run()
     assert len(rec.of(JobSucceeded)) == 3
     # No receive waits longer than the drain's check (1 s on SQS, 0 on SQLite), so
@@ -481,7 +492,9 @@ def test_drain_runs_what_a_job_enqueues_on_a_queue_seen_empty(
     assert len(rec.of(JobSucceeded)) == 3
 
 
-def test_receives_as_slots_free_never_exceed_them(sqlite_broker: Broker) -> None:
+def test_receives_as_slots_free_never_exceed_them(
+    sqlite_broker: Broker, monkeypatch: pytest.MonkeyPatch
+) -> None:
     options = Options()
     for i in range(40):
         put(sqlite_broker, options, "free", f"exit {int(i % 7 == 0)}")
@@ -494,7 +507,7 @@ def test_receives_as_slots_free_never_exceed_them(sqlite_broker: Broker) -> None
         concurrency=3,
         retry_delay=0,
     )
-    log = ReceiveLog(sqlite_broker, rec)
+    log = ReceiveLog(sqlite_broker, monkeypatch)
     worker.run()
     assert len(rec.of(JobSucceeded)) + len(rec.of(JobFailed)) >= 40
     assert all(held + n <= 3 for held, n in log.asked), log.asked

@@ -39,6 +39,7 @@ from concurrent.futures import wait as wait_all
 from .broker.base import MAX_BATCH, Broker, Message
 from .config import Options
 from .errors import BrokerError, QueueNotFound
+from .job import job_niceness, nice_this_thread
 from .worker_acker import Acker
 from .worker_events import (
     BrokerTrouble,
@@ -108,7 +109,11 @@ class Worker:
             clock=clock,
             rng=rng or random.Random(),
         )
-        self._pool = ThreadPoolExecutor(settings.concurrency, thread_name_prefix="qdone-job")
+        # Job threads run at the jobs' niceness (Linux): the jobs inherit it.
+        job_niceness()  # the worker's own, read before any thread is lowered
+        self._pool = ThreadPoolExecutor(
+            settings.concurrency, thread_name_prefix="qdone-job", initializer=nice_this_thread
+        )
         self._lock = threading.Lock()
         self._emit_lock = threading.Lock()
         self._changed = threading.Event()

@@ -33,6 +33,10 @@ STATS = ("ran", "succeeded", "failed", "retried", "archived")
 #: that slot and when they were received, or ``[]`` with the slot given back.
 Follow = Callable[[QueueRef], tuple[list[Message], float]]
 
+#: What is left to do for jobs that ended well (delete, count, report): done once
+#: the next job of the same thread has started, off the path between the two.
+Pending = list[Callable[[], None]]
+
 
 class Runner:
     """Runs chains of messages on the caller's thread; thread-safe."""
@@ -83,13 +87,24 @@ class Runner:
     ) -> None:
         """Run ``chain``; then, while ``follow`` hands over the next messages for the
         slot its last job held, run those too, on this thread."""
-        while chain:
-            if not self._run_chain(q, chain, received_at, keep=follow is not None):
-                return
-            assert follow is not None
-            chain, received_at = follow(q)
+        pending: Pending = []
+        try:
+            while chain:
+                if not self._run_chain(q, chain, received_at, follow is not None, pending):
+                    return
+                assert follow is not None
+                chain, received_at = follow(q)
+        finally:
+            _flush(pending)
 
-    def _run_chain(self, q: QueueRef, chain: list[Message], received_at: float, keep: bool) -> bool:
+    def _run_chain(
+        self,
+        q: QueueRef,
+        chain: list[Message],
+        received_at: float,
+        keep: bool,
+        pending: Pending,
+    ) -> bool:
         """Run messages in order, each holding one slot; a FIFO message that will be
         retried holds its group back, so the rest of the group is let go. ``keep``:
         the last slot is not released when every message ran; True when so kept."""
@@ -97,7 +112,7 @@ class Runner:
         kept = False
         try:
             for m in chain:
-                retried = self._run_message(q, m, received_at)
+                retried = self._run_message(q, m, received_at, pending)
                 done += 1
                 if retried or self.killed.is_set():
                     self._slots.release(1)
@@ -113,28 +128,36 @@ class Runner:
             self._on_activity()
         return kept
 
-    def _run_message(self, q: QueueRef, m: Message, received_at: float) -> bool:
-        """Run (or archive) one message; True when it will be retried."""
+    def _run_message(self, q: QueueRef, m: Message, received_at: float, pending: Pending) -> bool:
+        """Run (or archive) one message; True when it will be retried. A job that
+        ends well leaves its delete and report in ``pending``."""
         try:
             if self.settings.archive:
                 self._emit(JobArchived(q.name, m.message_id, m.body))
                 self._acker.delete(m)
                 self._count("archived")
                 return False
-            result = self._execute(q, m)
-            self._count("ran")
+            result = self._execute(q, m, pending)
             if result.ok:
-                self._acker.delete(m, urgent=q.fifo)
-                self._count("succeeded")
-                self._emit(JobSucceeded(q.name, m.message_id, m.body, m.receive_count, result))
+                pending.append(lambda: self._succeeded(q, m, result))
                 return False
+            self._count("ran")
             return self._failed(q, m, result, received_at)
         finally:
             self._on_activity()
 
-    def _execute(self, q: QueueRef, m: Message) -> JobResult:
+    def _succeeded(self, q: QueueRef, m: Message, result: JobResult) -> None:
+        self._acker.delete(m, urgent=q.fifo)
+        with self._lock:
+            self._stats["ran"] += 1
+            self._stats["succeeded"] += 1
+        self._emit(JobSucceeded(q.name, m.message_id, m.body, m.receive_count, result))
+
+    def _execute(self, q: QueueRef, m: Message, pending: Pending) -> JobResult:
+        """Run the job of ``m``; what ``pending`` holds is done once it has started
+        (and so are its own report), or could not start."""
         self._acker.cover(m, self.settings.cover())
-        self._emit(JobStarted(q.name, m.message_id, m.body, m.receive_count))
+        started = JobStarted(q.name, m.message_id, m.body, m.receive_count)
         env = {
             "QDONE_QUEUE": q.name,
             "QDONE_JOB_ID": m.message_id,
@@ -147,20 +170,27 @@ class Runner:
             grace=self.settings.grace,
             base_env=self._base_env,
         )
-        started = time.monotonic()
+        start = time.monotonic()
         try:
             job.start()
         except OSError as exc:
-            return JobResult(None, None, "", "", time.monotonic() - started, error=str(exc))
+            _flush(pending)
+            self._emit(started)
+            return JobResult(None, None, "", "", time.monotonic() - start, error=str(exc))
         with self._lock:
             self._jobs.add(job)
         if self.killed.is_set():
             job.kill()
         try:
-            return job.wait()
+            _flush(pending)
+            self._emit(started)
         finally:
-            with self._lock:
-                self._jobs.discard(job)
+            try:
+                result = job.wait()
+            finally:
+                with self._lock:
+                    self._jobs.discard(job)
+        return result
 
     def _failed(self, q: QueueRef, m: Message, result: JobResult, received_at: float) -> bool:
         self._count("failed")
@@ -203,3 +233,9 @@ def chains(q: QueueRef, messages: list[Message]) -> list[list[Message]]:
         [m for _, m in group]
         for _, group in itertools.groupby(ordered, key=lambda im: im[1].group_id or "")
     ]
+
+
+def _flush(pending: Pending) -> None:
+    """Do what ``pending`` holds, in order, and empty it."""
+    while pending:
+        pending.pop(0)()
