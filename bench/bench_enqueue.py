@@ -1,24 +1,44 @@
-"""Enqueue benchmark: API calls and wall time of enqueue and enqueue-batch.
+"""Enqueue benchmark: start-up, API calls and throughput of enqueue and enqueue-batch.
 
-Run:  python bench/bench_enqueue.py   (starts its own moto server on loopback)
+Run:  python bench/bench_enqueue.py [--rounds 3] [--quick] [--json]
+(starts its own moto server on loopback)
 
-Prints figures; asserts nothing. Ratios compare runs made in the same process,
-one after the other, on the same server.
+Prints one Markdown table (JSON lines with --json); asserts nothing. Every timed
+figure is the median of --rounds runs; each round runs the compared commands back
+to back (in turn, the order flipped every other round), and a ratio is the median
+of the per-round ratios. The moto rows give moto's own CPU time during qdone's run:
+stock moto serves calls one at a time on one core, so no client can make the same
+calls to it in less time.
 """
 
 from __future__ import annotations
 
+import argparse
 import os
 import sqlite3
 import subprocess
 import sys
 import tempfile
 import uuid
+from functools import partial
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from _util import latency_proxy, median, moto_server, timed
+from _util import (
+    Moto,
+    Row,
+    bench_args,
+    emit,
+    in_turn,
+    latency_proxy,
+    medians,
+    moto_note,
+    moto_server,
+    progress,
+    qdone_exe,
+    timed,
+)
 
 from qdone.batchfile import BatchLine
 from qdone.broker.sqlite import SqliteBroker
@@ -27,70 +47,169 @@ from qdone.broker.sqs import SqsBroker
 from qdone.config import Options, QueueOptions
 from qdone.enqueue import enqueue, enqueue_batch
 
-ROUNDS = 3
 RTT = 0.02  # seconds: a round trip between a machine and SQS in its region
+ROWS: list[Row] = []
 
 
-def calls(broker: SqsBroker | SqliteBroker) -> str:
+def add(row: Row) -> None:
+    ROWS.append(row)
+    progress(row)
+
+
+def calls(broker: SqsBroker | SqliteBroker) -> tuple[int, str]:
+    """Total calls the broker made, and ``Action n, …``."""
     counts = broker.calls.by_action(broker.service)
-    return f"{sum(counts.values())} ({', '.join(f'{a} {n}' for a, n in counts.items())})"
+    return sum(counts.values()), ", ".join(f"{a} {n}" for a, n in counts.items())
 
 
 def jobs(queues: list[str], n: int) -> list[BatchLine]:
     return [BatchLine("bench", i + 1, queues[i % len(queues)], f"echo job {i}") for i in range(n)]
 
 
-def sqs_enqueue(endpoint: str) -> None:
-    options = Options(prefix=f"b{uuid.uuid4().hex[:6]}_")
-    new = SqsBroker(endpoint_url=endpoint)
-    _, t_new = timed(lambda: enqueue(new, options, QueueOptions(), "one", "true"))
-    old = SqsBroker(endpoint_url=endpoint)
-    _, t_old = timed(lambda: enqueue(old, options, QueueOptions(), "one", "true"))
-    print(f"| enqueue, new queue | {calls(new)} | {t_new * 1000:.0f} ms |")
-    print(f"| enqueue, existing queue | {calls(old)} | {t_old * 1000:.0f} ms |")
+def startup(rounds: int) -> None:
+    """``qdone --version`` and a local ``qdone enqueue``, process start to exit, next
+    to the interpreter's own start-up."""
+    qdone = qdone_exe()
+    commands = {
+        "python": [sys.executable, "-c", "pass"],
+        "version": [qdone, "--version"],
+        "enqueue": [qdone, "enqueue", "q", "true"],
+    }
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        env = {**os.environ, "XDG_DATA_HOME": tmp, "QDONE_BROKER": "sqlite"}
+        for command in commands.values():  # untimed: creates the store, warms the cache
+            subprocess.run(command, env=env, capture_output=True, check=True)
+        for r in range(rounds):
+            times = {
+                key: timed(
+                    partial(subprocess.run, commands[key], env=env, capture_output=True, check=True)
+                )[1]
+                for key in in_turn(r, list(commands))
+            }
+            times["version_ratio"] = times["version"] / times["python"]
+            times["enqueue_ratio"] = times["enqueue"] / times["python"]
+            results.append(times)
+    m = medians(results)
+    python = f"`python -c pass`: {m['python'] * 1000:.0f} ms"
+    for key, what in (
+        ("version", "`qdone --version`, process start to exit"),
+        ("enqueue", "`qdone enqueue q true` (SQLite), process start to exit"),
+    ):
+        add(Row(what, f"{m[key] * 1000:.0f} ms", python, f"{m[key + '_ratio']:.1f}x", "", results))
 
 
-def sqs_batch(endpoint: str, n_queues: int, where: str) -> None:
-    concurrent, sequential = [], []
-    for _ in range(ROUNDS):
-        for label, results in (("concurrent", concurrent), ("sequential", sequential)):
+def sqs_enqueue(moto: Moto, rounds: int) -> None:
+    """One ``enqueue`` in process: to a new queue, then to the same queue again."""
+    results, detail = [], {}
+    for _ in range(rounds):
+        options = Options(prefix=f"b{uuid.uuid4().hex[:6]}_")
+        figures = {}
+        for key in ("new", "existing"):
+            broker = SqsBroker(endpoint_url=moto.url)
+            _, seconds = timed(partial(enqueue, broker, options, QueueOptions(), "one", "true"))
+            figures[key], (figures[key + "_calls"], detail[key]) = seconds, calls(broker)
+            broker.close()
+        results.append(figures)
+    m = medians(results)
+    for key, what in (("new", "a new queue"), ("existing", "an existing queue")):
+        add(
+            Row(
+                f"enqueue 1 job to {what} (moto, in process): wall time, SQS calls",
+                f"{m[key] * 1000:.0f} ms; {m[key + '_calls']:.0f} calls ({detail[key]})",
+                rounds=results,
+            )
+        )
+
+
+def sqs_batch(
+    moto: Moto, endpoint: str, lines: int, n_queues: int, where: str, rounds: int
+) -> None:
+    """enqueue-batch of ``lines`` lines to ``n_queues`` new queues, with qdone's
+    concurrent sender against the same code sending one batch at a time."""
+    results, detail, in_flight = [], "", 0
+    queues = "1 new queue" if n_queues == 1 else f"{n_queues} new queues"
+    for r in range(rounds):
+        figures = {}
+        for label in in_turn(r, ("qdone", "sequential")):
             options = Options(prefix=f"b{uuid.uuid4().hex[:6]}_")
             broker = SqsBroker(endpoint_url=endpoint)
             if label == "sequential":
                 broker.send_concurrency = 1
             names = [f"q{i}" for i in range(n_queues)]
-            _, seconds = timed(
-                lambda b=broker, o=options, q=names: enqueue_batch(
-                    b, o, QueueOptions(), jobs(q, 1000)
-                )
-            )
-            results.append((seconds, calls(broker)))
-    t_con, t_seq = median([s for s, _ in concurrent]), median([s for s, _ in sequential])
-    print(
-        f"| enqueue-batch 1,000 lines, {n_queues} new queue(s), {where} | {concurrent[0][1]} | "
-        f"{t_con:.2f} s (sequential sender: {t_seq:.2f} s, ratio {t_con / t_seq:.2f}) |"
-    )
-
-
-def sqlite_batch(n: int) -> None:
-    with tempfile.TemporaryDirectory() as tmp:
-        ours, bare = [], []
-        for r in range(ROUNDS):
-            broker = SqliteBroker(Path(tmp) / f"q{r}.db")
-            lines = jobs(["load"], n)
-            _, seconds = timed(
-                lambda b=broker, j=lines: enqueue_batch(b, Options(), QueueOptions(), j)
-            )
-            ours.append(seconds)
+            batch = jobs(names, lines)
+            cpu_before = moto.cpu()
+            _, seconds = timed(partial(enqueue_batch, broker, options, QueueOptions(), batch))
+            figures[label], figures[label + "_cpu"] = seconds, moto.cpu() - cpu_before
+            if label == "qdone":
+                figures["calls"], detail = calls(broker)
+                in_flight = broker.send_concurrency
             broker.close()
-            bare.append(_bare_sqlite(Path(tmp) / f"bare{r}.db", n))
-        t_ours, t_bare = median(ours), median(bare)
-        print(
-            f"| enqueue-batch {n:,} lines, SQLite | {n // 10:,} batches in {-(-n // 5000):,} "
-            "transactions | "
-            f"{t_ours:.2f} s, {n / t_ours:,.0f} lines/s (bare executemany: {n / t_bare:,.0f}/s, "
-            f"ratio {t_bare / t_ours:.2f}) |"
+        figures["ratio"] = figures["sequential"] / figures["qdone"]  # lines/s over lines/s
+        figures["busy"] = figures["qdone_cpu"] / figures["qdone"]
+        figures["bound"] = figures["sequential"] / figures["qdone_cpu"]
+        results.append(figures)
+    m = medians(results)
+    note = moto_note(m["qdone_cpu"], m["qdone"], m["busy"], lines, "line", "qdone's run")
+    add(
+        Row(
+            f"enqueue-batch {lines:,} lines to {queues}, {where}: lines/s",
+            f"{lines / m['qdone']:,.0f} lines/s ({m['qdone']:.2f} s; "
+            f"{in_flight} batches in flight)",
+            f"one batch in flight: {lines / m['sequential']:,.0f} lines/s "
+            f"({m['sequential']:.2f} s)",
+            f"{m['ratio']:.2f}x; {note}: ≤ {lines / m['qdone_cpu']:,.0f} lines/s, "
+            f"ratio ≤ {m['bound']:.2f}x",
+            "",
+            results,
         )
+    )
+    if where == "moto":
+        sends, creates = -(-lines // 10), 2 * n_queues
+        add(
+            Row(
+                f"enqueue-batch {lines:,} lines to {queues}: SQS calls",
+                f"{m['calls']:.0f} ({detail})",
+                f"{sends + creates}: {sends} SendMessageBatch (1 per 10 lines), "
+                f"{creates} CreateQueue (a queue and its failed queue per new queue)",
+                f"{m['calls'] / (sends + creates):.2f}x",
+                "",
+                results,
+            )
+        )
+
+
+def sqlite_batch(n: int, rounds: int) -> None:
+    """enqueue-batch into SQLite (lines already parsed) against the floor: one
+    executemany of the same rows into the same table."""
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for r in range(rounds):
+            figures = {}
+            for label in in_turn(r, ("qdone", "bare")):
+                if label == "bare":
+                    figures["bare"] = _bare_sqlite(Path(tmp) / f"bare{r}.db", n)
+                    continue
+                broker = SqliteBroker(Path(tmp) / f"q{r}.db")
+                lines = jobs(["load"], n)
+                _, figures["qdone"] = timed(
+                    partial(enqueue_batch, broker, Options(), QueueOptions(), lines)
+                )
+                broker.close()
+            figures["ratio"] = figures["bare"] / figures["qdone"]
+            results.append(figures)
+    m = medians(results)
+    add(
+        Row(
+            f"enqueue-batch {n:,} lines to SQLite (lines already parsed; {n // 10:,} batches "
+            f"in {-(-n // 5000):,} transactions): lines/s",
+            f"{n / m['qdone']:,.0f} lines/s ({m['qdone']:.2f} s)",
+            f"one executemany, one transaction: {n / m['bare']:,.0f} lines/s ({m['bare']:.2f} s)",
+            f"{m['ratio']:.2f}x",
+            "",
+            results,
+        )
+    )
 
 
 def _bare_sqlite(path: Path, n: int) -> float:
@@ -116,45 +235,23 @@ def _bare_sqlite(path: Path, n: int) -> float:
     return seconds
 
 
-def startup() -> None:
-    with tempfile.TemporaryDirectory() as tmp:
-        env = {**os.environ, "XDG_DATA_HOME": tmp}
-        for label, args in (
-            ("qdone --version", ["--version"]),
-            ("qdone enqueue (SQLite)", ["enqueue", "q", "true"]),
-        ):
-            times = [
-                timed(
-                    lambda a=args: subprocess.run(
-                        [sys.executable, "-m", "qdone", *a],
-                        env=env,
-                        capture_output=True,
-                        check=True,
-                    )
-                )[1]
-                for _ in range(5)
-            ]
-            print(f"| {label} | process start to exit | {median(times) * 1000:.0f} ms |")
-
-
-def main() -> None:
-    print("# qdone enqueue benchmark: python bench/bench_enqueue.py")
-    print(f"# {os.cpu_count()} cores; medians of {ROUNDS} rounds; moto server on loopback\n")
-    print("| operation | API calls | wall time |")
-    print("|---|---|---|")
-    startup()
-    with moto_server() as endpoint:
-        sqs_enqueue(endpoint)
-        sqs_batch(endpoint, 1, "moto")
-        sqs_batch(endpoint, 10, "moto")
-        # moto spends ~20 ms of CPU per SendMessageBatch under one lock, so on it
-        # batches in flight at once cannot overlap; a real network round trip can.
-        with latency_proxy(endpoint, RTT) as remote:
-            sqs_batch(remote, 1, f"moto + {RTT * 1000:.0f} ms round trip")
-            sqs_batch(remote, 10, f"moto + {RTT * 1000:.0f} ms round trip")
-    sqlite_batch(10_000)
-    sqlite_batch(100_000)
+def main(args: argparse.Namespace) -> None:
+    lines = 200 if args.quick else 1000
+    startup(args.rounds)
+    with moto_server() as moto:
+        sqs_enqueue(moto, args.rounds)
+        sqs_batch(moto, moto.url, lines, 1, "moto", args.rounds)
+        sqs_batch(moto, moto.url, lines, 10, "moto", args.rounds)
+        # moto serves one call at a time, so on it batches in flight at once cannot
+        # overlap; through a real network round trip they can.
+        where = f"moto + {RTT * 1000:.0f} ms round trip"
+        with latency_proxy(moto.url, RTT) as remote:
+            sqs_batch(moto, remote, lines, 1, where, args.rounds)
+            sqs_batch(moto, remote, lines, 10, where, args.rounds)
+    for n in (10_000,) if args.quick else (10_000, 100_000):
+        sqlite_batch(n, args.rounds)
+    emit(ROWS, args, "bench_enqueue.py")
 
 
 if __name__ == "__main__":
-    main()
+    main(bench_args(__doc__))

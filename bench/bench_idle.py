@@ -8,7 +8,10 @@ Node qdone's scheme costs: one GetQueueAttributes per queue, then up to 7
 GetMetricStatistics per queue (stopping at the first metric showing use), so up
 to 14 CloudWatch calls per idle pair. Calls are counted, not timed.
 
-Run:  python bench/bench_idle.py [--pairs 100] [--active 10]
+Run:  python bench/bench_idle.py [--pairs 100] [--active 10] [--json]
+
+Prints one Markdown table (JSON lines with --json). Nothing here is timed, so
+there are no rounds.
 """
 
 from __future__ import annotations
@@ -30,10 +33,9 @@ from qdone.idle import IdleSettings, find_idle
 from qdone.queues import ensure_queue
 
 NODE_METRICS_PER_QUEUE = 7  # Node qdone's GetMetricStatistics calls for an idle queue
-COMMAND = "python bench/bench_idle.py"
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _util import moto_server  # noqa: E402  (bench/ is not a package)
+from _util import Row, emit, moto_server, progress  # noqa: E402  (bench/ is not a package)
 
 
 def seed_activity(endpoint: str, names: list[str]) -> None:
@@ -83,29 +85,52 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pairs", type=int, default=100)
     parser.add_argument("--active", type=int, default=10)
+    parser.add_argument("--json", action="store_true", help="print rows as JSON lines")
     args = parser.parse_args()
-    print(f"$ {COMMAND} --pairs {args.pairs} --active {args.active}")
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's request log
     for key, value in (("AWS_ACCESS_KEY_ID", "bench"), ("AWS_SECRET_ACCESS_KEY", "bench")):
         os.environ[key] = value
     options = Options(prefix="qdone_bench_")
-    with moto_server() as endpoint:
-        setup(endpoint, options, args.pairs, args.active)
-        broker = SqsBroker(region="us-east-1", endpoint_url=endpoint)
+    with moto_server() as moto:
+        setup(moto.url, options, args.pairs, args.active)
+        broker = SqsBroker(region="us-east-1", endpoint_url=moto.url)
         started = time.perf_counter()
         result = find_idle(broker, options, ["*"], IdleSettings(idle_for=60))
         elapsed = time.perf_counter() - started
-        sqs, cloudwatch = broker.calls.total("SQS"), broker.calls.total("CloudWatch")
+        counts = {service: broker.calls.by_action(service) for service in ("CloudWatch", "SQS")}
         broker.close()
     node_sqs, node_cw = node_calls(args.pairs, args.active)
-    print(f"{args.pairs} queue pairs, {args.active} active: {len(result.idle)} found idle")
-    print(f"{'':24}{'SQS':>8}{'CloudWatch':>12}")
-    print(f"{'qdone (this)':24}{sqs:>8}{cloudwatch:>12}")
-    print(f"{'Node qdone (7 per check)':24}{node_sqs:>8}{node_cw:>12}")
-    ratio = node_cw / cloudwatch if cloudwatch else float("inf")
-    print(f"CloudWatch calls: {ratio:.0f}x fewer (target: at least 10x)")
-    print(f"by action: {broker.calls.snapshot()}")
-    print(f"({elapsed:.2f} s against a local moto server; not a measure of AWS latency)")
+    what = (
+        f"idle-queues over {args.pairs} queue pairs ({args.active} active, "
+        f"{len(result.idle)} found idle)"
+    )
+    rows = []
+    for service, node, scheme, target in (
+        (
+            "CloudWatch",
+            node_cw,
+            f"{NODE_METRICS_PER_QUEUE} GetMetricStatistics per idle queue",
+            "≥ 10x fewer",
+        ),
+        ("SQS", node_sqs, "ListQueues, then GetQueueAttributes per queue checked", ""),
+    ):
+        ours = sum(counts[service].values())
+        detail = ", ".join(f"{a} {n}" for a, n in counts[service].items())
+        rows.append(
+            Row(
+                f"{what}: {service} calls",
+                f"{ours:,} ({detail})",
+                f"Node qdone 1.7.1's scheme, counted from its code: {node:,} ({scheme})",
+                f"{node / ours:,.0f}x fewer" if ours and node > ours else f"{ours / node:.2f}x",
+                target,
+            )
+        )
+        progress(rows[-1])
+    print(
+        f"({elapsed:.2f} s against a local moto server; not a measure of AWS latency)",
+        file=sys.stderr,
+    )
+    emit(rows, args, "bench_idle.py")
     return 0 if len(result.idle) == args.pairs - args.active else 1
 
 
