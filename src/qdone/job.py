@@ -121,16 +121,14 @@ def nice_this_thread() -> bool:
     target = job_niceness()
     try:
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), target)
+        niced = os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) >= target
     except OSError:
         return False
-    return _thread_niceness() >= target
+    _thread.niced = niced
+    return niced
 
 
-def _thread_niceness() -> int:
-    try:
-        return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
-    except OSError:
-        return -20
+_thread = threading.local()  # .niced: set by nice_this_thread
 
 
 class Job:
@@ -186,12 +184,11 @@ class Job:
             os.close(out_w)
             os.close(err_w)
         self._pipes = {out_r: self.stdout, err_r: self.stderr}
-        target = job_niceness()
-        if sys.platform.startswith("linux") and _thread_niceness() >= target:
+        if getattr(_thread, "niced", False):
             return  # started niced: it inherited this thread's niceness
         # The group, not the pid: a grandchild forked already is niced as well.
         with contextlib.suppress(OSError):
-            os.setpriority(os.PRIO_PGRP, self._pid, target)
+            os.setpriority(os.PRIO_PGRP, self._pid, job_niceness())
 
     @property
     def pid(self) -> int | None:

@@ -6,10 +6,11 @@ them to an ``Output`` made here.
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
+import time
 from collections.abc import Mapping
-from datetime import datetime, timezone
 from typing import Any, TextIO
 
 __all__ = ["Output", "timestamp"]
@@ -19,8 +20,16 @@ _COLOURS = {"red": "31", "green": "32", "yellow": "33", "blue": "34", "dim": "2"
 
 def timestamp() -> str:
     """Now, as Node qdone writes it: ISO 8601 in UTC with milliseconds."""
-    now = datetime.now(timezone.utc)
-    return now.strftime("%Y-%m-%dT%H:%M:%S.") + f"{now.microsecond // 1000:03d}Z"
+    now = time.time()
+    second = int(now)
+    return f"{_second(second)}.{int((now - second) * 1000):03d}Z"
+
+
+@functools.lru_cache(maxsize=4)
+def _second(second: int) -> str:
+    """The whole-second part of a timestamp, formatted once per second (a worker
+    writes a line per job)."""
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
 
 
 class Output:

@@ -149,6 +149,7 @@ class SqliteBroker(Broker):
         self._clock = clock or time.time
         self._local = threading.local()
         self._lock = threading.Lock()
+        self._writers = threading.RLock()  # see schema.transaction
         self._connections: list[sqlite3.Connection] = []
         self._urls: dict[str, str] = {}
         self._new_ids = schema.MessageIds()
@@ -167,7 +168,7 @@ class SqliteBroker(Broker):
     def _conn(self) -> sqlite3.Connection:
         conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
         if conn is None:
-            conn = schema.connect(self.path)
+            conn = schema.connect(self.path, self._writers)
             with self._lock:
                 self._connections.append(conn)
             self._local.conn = conn

@@ -14,6 +14,7 @@ import os
 import re
 import secrets
 import sqlite3
+import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -265,17 +266,32 @@ def mapped_error(exc: sqlite3.Error, path: Path) -> BrokerError:
     return BrokerError(f"the qdone store {path} failed: {text}")
 
 
+class Connection(sqlite3.Connection):
+    """A connection to a store, with the lock its process's writers share."""
+
+    writers: threading.RLock
+
+
 @contextmanager
 def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
-    """``BEGIN IMMEDIATE``: take the write lock first, so claims never race."""
-    conn.execute("begin immediate")
-    try:
-        yield conn
-    except BaseException:
-        if conn.in_transaction:
-            conn.execute("rollback")
-        raise
-    conn.execute("commit")
+    """``BEGIN IMMEDIATE``: take the write lock first, so claims never race.
+
+    Threads of one process take turns on their own lock first: SQLite makes a
+    writer that finds the file locked sleep a millisecond or more before trying
+    again, while a thread lock hands over at once."""
+    writers = conn.writers if isinstance(conn, Connection) else _NO_LOCK
+    with writers:
+        conn.execute("begin immediate")
+        try:
+            yield conn
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("rollback")
+            raise
+        conn.execute("commit")
+
+
+_NO_LOCK = contextlib.nullcontext()
 
 
 def create_file(path: Path) -> None:
@@ -290,10 +306,18 @@ def create_file(path: Path) -> None:
         ) from exc
 
 
-def connect(path: Path) -> sqlite3.Connection:
+def connect(path: Path, writers: threading.RLock | None = None) -> Connection:
+    """A connection to the store at ``path``; ``writers``: the lock this process's
+    connections to it share (see ``transaction``)."""
     conn = sqlite3.connect(
-        str(path), timeout=BUSY_TIMEOUT, isolation_level=None, check_same_thread=False
+        str(path),
+        timeout=BUSY_TIMEOUT,
+        isolation_level=None,
+        check_same_thread=False,
+        factory=Connection,
     )
+    assert isinstance(conn, Connection)
+    conn.writers = writers or threading.RLock()
     conn.execute("pragma synchronous = normal")  # WAL: durable across crashes of qdone
     return conn
 
