@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
@@ -25,7 +25,7 @@ def way(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> Iter
 
 
 def run(
-    command: str, env: list[bytes], tmp_path: Path, close: tuple[int, ...] = ()
+    command: str, env: Sequence[bytes], tmp_path: Path, close: tuple[int, ...] = ()
 ) -> tuple[int, str, str, int]:
     """Start ``command`` under /bin/sh with files for stdout and stderr; its pid,
     output and exit status."""
@@ -95,10 +95,10 @@ def test_a_missing_program_is_an_os_error(way: str) -> None:
 
 
 def test_job_environment_sets_over_the_base() -> None:
-    base = [b"A=1", b"QDONE_QUEUE=old", b"QDONE_QUEUE_X=keep"]
+    base = (b"A=1", b"QDONE_QUEUE=old", b"QDONE_QUEUE_X=keep")
     assert job_environment(base, {"QDONE_QUEUE": "new"}) == [
         b"A=1",
         b"QDONE_QUEUE_X=keep",
         b"QDONE_QUEUE=new",
     ]
-    assert job_environment(base, {}) == base
+    assert job_environment(base, {}) == list(base)

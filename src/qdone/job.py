@@ -20,7 +20,7 @@ import sys
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from .spawn import environ, job_environment, spawn
@@ -149,7 +149,7 @@ class Job:
         kill_after: float = 30.0,
         grace: float = GRACE,
         clock: Callable[[], float] = time.monotonic,
-        base_env: Sequence[bytes] | None = None,
+        base_env: tuple[bytes, ...] | None = None,
     ) -> None:
         self.command = command
         self.kill_after = kill_after

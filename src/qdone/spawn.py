@@ -93,18 +93,28 @@ def _libc() -> _Libc | None:
         return None
 
 
-def environ() -> list[bytes]:
+def environ() -> tuple[bytes, ...]:
     """This process's environment as ``b"NAME=value"`` items, as the OS holds it."""
-    return [name + b"=" + value for name, value in os.environb.items()]
+    return tuple(name + b"=" + value for name, value in os.environb.items())
 
 
-def job_environment(base: Sequence[bytes], extra: Mapping[str, str]) -> list[bytes]:
+def job_environment(base: tuple[bytes, ...], extra: Mapping[str, str]) -> list[bytes]:
     """``base`` (``b"NAME=value"`` items) with ``extra`` set over it."""
-    added = [os.fsencode(f"{name}={value}") for name, value in extra.items()]
-    if not added:
-        return list(base)
+    added = [f"{name}={value}".encode(*_FS) for name, value in extra.items()]
     names = tuple(item[: item.index(b"=") + 1] for item in added)
-    return [item for item in base if not item.startswith(names)] + added
+    return [*_without(base, names), *added]
+
+
+@functools.lru_cache(maxsize=8)
+def _without(base: tuple[bytes, ...], names: tuple[bytes, ...]) -> tuple[bytes, ...]:
+    """``base`` less the items that start with one of ``names`` (a worker sets the
+    same names for every job, over the same base)."""
+    if not names:
+        return base
+    return tuple(item for item in base if not item.startswith(names))
+
+
+_FS = (sys.getfilesystemencoding(), sys.getfilesystemencodeerrors())  # as os.fsencode
 
 
 def spawn(
@@ -120,8 +130,8 @@ def spawn(
     libc = _libc()
     if libc is None:
         return _spawn_os(path, argv, env, fds, close)
-    program = os.fsencode(path)
-    args = (ctypes.c_char_p * (len(argv) + 1))(*map(os.fsencode, argv), None)
+    program = path.encode(*_FS)
+    args = (ctypes.c_char_p * (len(argv) + 1))(*(arg.encode(*_FS) for arg in argv), None)
     envp = (ctypes.c_char_p * (len(env) + 1))(*env, None)
     actions = ctypes.create_string_buffer(_ACTIONS_SIZE)
     _check(libc.actions_init(actions))
