@@ -1,13 +1,14 @@
 from __future__ import annotations
 
 import io
+import itertools
 from pathlib import Path
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from qdone.batchfile import BatchLine, parse_lines, read_sources, split_batches
+from qdone.batchfile import BatchLine, batch_spans, parse_lines, read_sources, split_batches
 from qdone.errors import BatchInputError, UsageError
 
 
@@ -70,6 +71,21 @@ def test_split_batches_keeps_every_item_in_order_within_limits(
     for batch in batches:
         assert 1 <= len(batch) <= max_count
         assert sum(size for _, size in batch) <= max_bytes
+
+
+@given(
+    sizes=st.lists(st.integers(min_value=0, max_value=400), max_size=200),
+    max_count=st.integers(min_value=1, max_value=10),
+    max_bytes=st.integers(min_value=400, max_value=4000),
+)
+def test_batch_spans_close_a_batch_only_when_the_next_item_does_not_fit(
+    sizes: list[int], max_count: int, max_bytes: int
+) -> None:
+    spans = batch_spans(sizes, max_count, max_bytes)
+    assert [i for span in spans for i in span] == list(range(len(sizes)))
+    for span, following in itertools.pairwise(spans):
+        used = sum(sizes[i] for i in span)
+        assert len(span) == max_count or used + sizes[following.start] > max_bytes
 
 
 @given(

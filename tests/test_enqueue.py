@@ -284,3 +284,39 @@ def test_bad_name_in_batch_names_the_line(sqlite_broker: Broker) -> None:
     with pytest.raises(InvalidQueueName, match=r"jobs\.txt:3: queue name 'not ok!'"):
         enqueue_batch(sqlite_broker, Options(), QueueOptions(), jobs)
     assert sqlite_broker.calls.total() == 0
+
+
+@pytest.mark.parametrize(
+    ("bad", "error", "message"),
+    [
+        (("not ok!", "true"), InvalidQueueName, r"jobs\.txt:3: queue name 'not ok!'"),
+        (("ok", "   "), UsageError, r"jobs\.txt:3: the command is empty"),
+        (("ok", "echo \x00"), UsageError, r"jobs\.txt:3: the command holds character U\+0000"),
+        (("ok", "x" * 1_048_577), MessageTooLarge, r"jobs\.txt:3: the command is 1,048,577"),
+    ],
+    ids=["name", "empty", "character", "size"],
+)
+def test_the_first_bad_line_is_named_whatever_follows(
+    sqlite_broker: Broker, bad: tuple[str, str], error: type[Exception], message: str
+) -> None:
+    later = [
+        BatchLine("jobs.txt", 4, "also bad!", "true"),
+        BatchLine("jobs.txt", 5, "ok", ""),
+        BatchLine("jobs.txt", 6, "ok", "tab\tand é are fine"),
+    ]
+    for rest in (later, later[1:], later[2:]):
+        jobs = [*lines("ok", 2), BatchLine("jobs.txt", 3, *bad), *rest]
+        with pytest.raises(error, match=message):
+            enqueue_batch(sqlite_broker, Options(), QueueOptions(), jobs)
+    assert sqlite_broker.calls.total() == 0
+
+
+def test_interleaved_queues_keep_their_own_order(sqlite_broker: Broker, prefix: str) -> None:
+    commands = ["echo a", "tab\there", "é", "echo b"]  # some plain, some not
+    jobs = [BatchLine("jobs.txt", n + 1, f"q{n % 3}", f"{commands[n % 4]} {n}") for n in range(60)]
+    outcome = enqueue_batch(sqlite_broker, Options(prefix=prefix), QueueOptions(), jobs)
+    assert (outcome.sent, outcome.failed) == (60, [])
+    assert outcome.per_queue == {f"{prefix}q0": 20, f"{prefix}q1": 20, f"{prefix}q2": 20}
+    for q in range(3):
+        received = drain(sqlite_broker, sqlite_broker.get_queue_url(f"{prefix}q{q}"))
+        assert received == [job.command for job in jobs if job.queue == f"q{q}"]

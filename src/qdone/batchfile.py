@@ -15,6 +15,7 @@ __all__ = [
     "BATCH_BYTES",
     "MAX_MESSAGE_BYTES",
     "BatchLine",
+    "batch_spans",
     "parse_lines",
     "read_sources",
     "split_batches",
@@ -86,6 +87,28 @@ def read_sources(paths: Sequence[str], stdin: BinaryIO | None = None) -> list[Ba
     return jobs
 
 
+def batch_spans(
+    sizes: Sequence[int], max_count: int = 10, max_bytes: int = BATCH_BYTES
+) -> list[range]:
+    """The index ranges of consecutive batches of at most ``max_count`` items and
+    ``max_bytes`` bytes, order kept, given each item's size. An item larger than
+    ``max_bytes`` alone is the caller's error."""
+    total = len(sizes)
+    if not total:
+        return []
+    if max_count > 0 and max(sizes) * max_count <= max_bytes:  # no batch can pass the byte limit
+        return [range(i, min(i + max_count, total)) for i in range(0, total, max_count)]
+    spans: list[range] = []
+    start = used = 0
+    for index, size in enumerate(sizes):
+        if index > start and (index - start == max_count or used + size > max_bytes):
+            spans.append(range(start, index))
+            start, used = index, 0
+        used += size
+    spans.append(range(start, total))
+    return spans
+
+
 def split_batches(
     items: Sequence[T],
     size_of: Callable[[T], int],
@@ -94,16 +117,5 @@ def split_batches(
 ) -> list[list[T]]:
     """Consecutive batches of at most ``max_count`` items and ``max_bytes`` bytes,
     order kept. An item larger than ``max_bytes`` alone is the caller's error."""
-    batches: list[list[T]] = []
-    current: list[T] = []
-    used = 0
-    for item in items:
-        size = size_of(item)
-        if current and (len(current) == max_count or used + size > max_bytes):
-            batches.append(current)
-            current, used = [], 0
-        current.append(item)
-        used += size
-    if current:
-        batches.append(current)
-    return batches
+    spans = batch_spans([size_of(item) for item in items], max_count, max_bytes)
+    return [list(items[span.start : span.stop]) for span in spans]

@@ -5,13 +5,13 @@ from __future__ import annotations
 import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
-from .batchfile import BATCH_BYTES, MAX_MESSAGE_BYTES, BatchLine, split_batches
-from .broker.base import Broker, SendEntry, SendResult, invalid_character
+from .batchfile import BATCH_BYTES, MAX_MESSAGE_BYTES, BatchLine, batch_spans
+from .broker.base import MAX_BATCH, Broker, SendEntry, SendResult, invalid_character
 from .config import Options, QueueOptions
 from .errors import BrokerError, BrokerUnavailable, MessageTooLarge, UsageError
 from .queues import EnsuredQueue, ensure_queue, names_for, validate_queue_options
@@ -129,87 +129,158 @@ class BatchOutcome:
     fatal: BrokerError | None = None
 
 
-class _Job(NamedTuple):
-    line: BatchLine
-    entry: SendEntry
-    size: int
+class _Lines(NamedTuple):
+    """The lines of one queue, in input order, with their commands and their sizes in bytes."""
+
+    lines: list[BatchLine]
+    commands: list[str]
+    sizes: list[int]
 
 
-def _group_by_queue(
-    options: Options, q: QueueOptions, lines: Sequence[BatchLine]
-) -> dict[str, list[tuple[BatchLine, int]]]:
-    """Each queue's lines with their commands' sizes in bytes, in input order. The
-    whole input is checked before anything is sent: names, empty or huge commands."""
-    queues: dict[str, list[tuple[BatchLine, int]]] = {}
+class _Batch(NamedTuple):
+    """Lines and their entries, to send in one batch (entry ids are unique in it)."""
+
+    lines: Sequence[BatchLine]
+    entries: Sequence[SendEntry]
+
+    @property
+    def ids(self) -> list[str]:
+        return [entry.id for entry in self.entries]
+
+
+_ENTRY_IDS = tuple(str(n) for n in range(MAX_BATCH))
+_NOTHING = _Batch((), ())
+
+
+def _check_lines(options: Options, q: QueueOptions, lines: Sequence[BatchLine]) -> list[int]:
+    """Check each line in order (queue name on first use, then command); the sizes of
+    the commands in bytes."""
+    seen: set[str] = set()
+    sizes = []
     for line in lines:
-        queue_lines = queues.get(line.queue)
-        if queue_lines is None:
+        if line.queue not in seen:
             try:
                 names_for(options, line.queue, q.fifo)
             except UsageError as exc:
                 raise type(exc)(f"{line.where}: {exc}") from exc
-            queue_lines = queues[line.queue] = []
+            seen.add(line.queue)
         command = line.command
         size = len(command.encode())
         if size > MAX_MESSAGE_BYTES or not command.strip() or not command.isprintable():
             _check_command(command, line.where)
-        queue_lines.append((line, size))
+        sizes.append(size)
+    return sizes
+
+
+def _group_by_queue(
+    options: Options, q: QueueOptions, lines: Sequence[BatchLine], names: Iterable[str]
+) -> dict[str, _Lines]:
+    """Each queue's lines (``names``: the queues in order of first use). The whole input
+    is checked before anything is sent: names, empty or huge commands; an error names
+    the first bad line."""
+    commands = [line.command for line in lines]
+    # Printable ASCII, none blank or too long: only a queue name can be wrong.
+    plain = all(map(str.isascii, commands)) and all(map(str.isprintable, commands))
+    plain = plain and all(map(str.strip, commands))
+    sizes = list(map(len, commands)) if plain else []
+    if plain and max(sizes, default=0) <= MAX_MESSAGE_BYTES:
+        for name in names:
+            try:
+                names_for(options, name, q.fifo)
+            except UsageError as exc:
+                where = next(line.where for line in lines if line.queue == name)
+                raise type(exc)(f"{where}: {exc}") from exc
+    else:
+        sizes = _check_lines(options, q, lines)
+    queues = {name: _Lines([], [], []) for name in names}
+    if len(queues) == 1:
+        return {name: _Lines(list(lines), commands, sizes) for name in queues}
+    for line, command, size in zip(lines, commands, sizes, strict=True):
+        queue = queues[line.queue]
+        queue.lines.append(line)
+        queue.commands.append(command)
+        queue.sizes.append(size)
     return queues
 
 
-def _jobs_for(
-    lines: list[tuple[BatchLine, int]],
-    fifo: bool,
-    settings: SendSettings,
-    ids: Callable[[], str],
-) -> list[_Job]:
-    if not fifo:
-        delay = settings.delay
-        return [
-            _Job(line, SendEntry(str(n), line.command, None, None, delay), size)
-            for n, (line, size) in enumerate(lines)
-        ]
-    group = settings.group_id or ids()
-    jobs = []
-    for n, (line, size) in enumerate(lines):
-        group_id = ids() if settings.group_per_message else group
-        entry = SendEntry(str(n), line.command, group_id, ids(), settings.delay)
-        jobs.append(_Job(line, entry, size))
-    return jobs
-
-
-def _size_limit(broker: Broker, target: EnsuredQueue, jobs: list[_Job]) -> int:
-    if target.created or max(j.size for j in jobs) <= OLD_DEFAULT_SIZE:
+def _size_limit(broker: Broker, target: EnsuredQueue, sizes: list[int]) -> int:
+    if target.created or max(sizes) <= OLD_DEFAULT_SIZE:
         return MAX_MESSAGE_BYTES  # new queues take 1 MiB; small commands fit any queue
     return int(
         broker.get_queue_attributes(target.url, ["MaximumMessageSize"])["MaximumMessageSize"]
     )
 
 
+@dataclass
+class _Plan:
+    """One queue's lines and their split into batches, as spans of its lines."""
+
+    target: EnsuredQueue
+    queue: _Lines
+    spans: list[range]
+    group_id: str | None  # FIFO: every message's group, unless each has its own
+
+
 class _Sender:
     """Sends batches to one queue, retrying refused entries with the same ids
     (FIFO deduplication ids make a retry exact)."""
 
-    def __init__(self, broker: Broker, target: EnsuredQueue, sleep: Callable[[float], None]):
+    def __init__(
+        self,
+        broker: Broker,
+        plan: _Plan,
+        settings: SendSettings,
+        ids: Callable[[], str],
+        sleep: Callable[[float], None],
+    ):
         self.broker = broker
-        self.target = target
+        self.plan = plan
+        self.target = plan.target
+        self.settings = settings
+        self.ids = ids
         self.sleep = sleep
 
-    def send(self, batches: list[list[_Job]]) -> list[FailedLine]:
-        """Send ``batches`` (at most ``broker.batches_per_send``); return the lines
-        that were not enqueued, with why."""
-        pending = [{job.entry.id: job for job in batch} for batch in batches]
+    def batches(self, spans: list[range]) -> list[_Batch]:
+        """The batches of consecutive ``spans``, each entry's id its place in its batch.
+        (Made just before they are sent: a long input does not hold them all at once.)"""
+        queue, first = self.plan.queue, spans[0].start
+        commands = queue.commands[first : spans[-1].stop]
+        entry_ids = [entry_id for span in spans for entry_id in _ENTRY_IDS[: len(span)]]
+        delay = self.settings.delay
+        if not self.target.names.fifo:
+            entries = [
+                SendEntry(entry_id, command, None, None, delay)
+                for entry_id, command in zip(entry_ids, commands, strict=True)
+            ]
+        else:
+            entries = []
+            group = self.plan.group_id
+            for entry_id, command in zip(entry_ids, commands, strict=True):
+                group_id = self.ids() if group is None else group
+                entries.append(SendEntry(entry_id, command, group_id, self.ids(), delay))
+        return [
+            _Batch(
+                queue.lines[span.start : span.stop], entries[span.start - first : span.stop - first]
+            )
+            for span in spans
+        ]
+
+    def send(self, spans: list[range]) -> list[FailedLine]:
+        """Send the batches of ``spans`` (at most ``broker.batches_per_send``); return
+        the lines that were not enqueued, with why."""
+        batches = self.batches(spans)
+        pending = list(batches)  # what is left of each batch
         reasons: list[dict[str, str]] = [{} for _ in batches]
         refused: list[FailedLine] = []
         for attempt in range(SEND_ROUNDS):
-            active = [n for n, jobs in enumerate(pending) if jobs]
+            active = [n for n, batch in enumerate(pending) if batch.entries]
             if not active:
                 break
             if attempt:
                 self.sleep(0.1 * 2**attempt)
             try:
                 results = self.broker.send_batches(
-                    self.target.url, [[j.entry for j in pending[n].values()] for n in active]
+                    self.target.url, [pending[n].entries for n in active]
                 )
             except BrokerUnavailable:
                 raise
@@ -218,44 +289,43 @@ class _Sender:
                     # The call may have reached the queue: sending again could duplicate.
                     reason = f"not confirmed, may or may not be enqueued: {exc}"
                     for n in active:
-                        refused += [FailedLine(job.line, reason) for job in pending[n].values()]
-                        pending[n] = {}
+                        refused += [FailedLine(line, reason) for line in pending[n].lines]
+                        pending[n] = _NOTHING
                     break
                 for n in active:
-                    reasons[n].update(dict.fromkeys(pending[n], str(exc)))
+                    reasons[n].update(dict.fromkeys(pending[n].ids, str(exc)))
                 continue
             for n, result in zip(active, results, strict=True):
-                refused += self._settle(pending[n], reasons[n], result)
-        for jobs, why in zip(pending, reasons, strict=True):
-            refused += [FailedLine(job.line, why.get(i, "not sent")) for i, job in jobs.items()]
+                pending[n] = self._settle(pending[n], reasons[n], result, refused)
+        for batch, why in zip(pending, reasons, strict=True):
+            refused += [
+                FailedLine(line, why.get(entry.id, "not sent"))
+                for line, entry in zip(batch.lines, batch.entries, strict=True)
+            ]
         return refused
 
     @staticmethod
     def _settle(
-        pending: dict[str, _Job], reasons: dict[str, str], result: SendResult
-    ) -> list[FailedLine]:
-        """Drop what was sent from ``pending``; return entries refused for good."""
+        batch: _Batch, reasons: dict[str, str], result: SendResult, refused: list[FailedLine]
+    ) -> _Batch:
+        """What is left of ``batch`` to send; adds entries refused for good to ``refused``."""
+        if not result.failed and result.sent.keys() >= set(batch.ids):
+            return _NOTHING  # all sent: the usual case
+        left = dict(zip(batch.ids, zip(batch.lines, batch.entries, strict=True), strict=True))
         for entry_id in result.sent:
-            pending.pop(entry_id, None)
-        refused = []
+            left.pop(entry_id, None)
         for failure in result.failed:
             reasons[failure.id] = f"{failure.code}: {failure.message}"
-            if failure.sender_fault and failure.id in pending:
-                refused.append(FailedLine(pending.pop(failure.id).line, reasons[failure.id]))
-        return refused
-
-
-@dataclass
-class _Plan:
-    target: EnsuredQueue
-    batches: list[list[_Job]]
+            if failure.sender_fault and failure.id in left:
+                refused.append(FailedLine(left.pop(failure.id)[0], reasons[failure.id]))
+        return _Batch([line for line, _ in left.values()], [entry for _, entry in left.values()])
 
 
 def _plan(
     broker: Broker,
     options: Options,
     q: QueueOptions,
-    queues: dict[str, list[tuple[BatchLine, int]]],
+    queues: dict[str, _Lines],
     settings: SendSettings,
     on_create: Callable[[str], None] | None,
     ids: Callable[[], str],
@@ -265,15 +335,19 @@ def _plan(
     plans = []
     for queue, queue_lines in queues.items():
         target = ensure_queue(broker, options, q, queue, on_create)
-        jobs = _jobs_for(queue_lines, target.names.fifo, settings, ids)
-        limit = _size_limit(broker, target, jobs)
-        for job in jobs:
-            if job.size > limit:
-                raise MessageTooLarge(
-                    f"{job.line.where}: the command is {job.size:,} bytes; queue "
-                    f"{target.names.main} takes at most {limit:,} (its MaximumMessageSize)"
-                )
-        plans.append(_Plan(target, split_batches(jobs, lambda j: j.size, 10, BATCH_BYTES)))
+        sizes = queue_lines.sizes
+        limit = _size_limit(broker, target, sizes)
+        if max(sizes) > limit:
+            n = next(n for n, size in enumerate(sizes) if size > limit)
+            raise MessageTooLarge(
+                f"{queue_lines.lines[n].where}: the command is {sizes[n]:,} bytes; queue "
+                f"{target.names.main} takes at most {limit:,} (its MaximumMessageSize)"
+            )
+        spans = batch_spans(sizes, MAX_BATCH, BATCH_BYTES)
+        group_id = None
+        if target.names.fifo and not settings.group_per_message:
+            group_id = settings.group_id or ids()
+        plans.append(_Plan(target, queue_lines, spans, group_id))
     return plans
 
 
@@ -294,32 +368,33 @@ def enqueue_batch(
     Returns what was sent and exactly which lines were not."""
     settings = settings or SendSettings()
     validate_queue_options(q)
-    settings.check(q.fifo or any(line.queue.endswith(".fifo") for line in lines))
-    queues = _group_by_queue(options, q, lines)
+    names = dict.fromkeys(line.queue for line in lines)  # in order of first use
+    settings.check(q.fifo or any(name.endswith(".fifo") for name in names))
+    queues = _group_by_queue(options, q, lines, names)
     outcome = BatchOutcome()
     plans = _plan(broker, options, q, queues, settings, on_create, ids)
     outcome.created = [name for plan in plans for name in plan.target.created]
     lock = threading.Lock()
     finished: set[int] = set()
 
-    def run(sender: _Sender, groups: list[list[list[_Job]]]) -> None:
-        for batches in groups:
-            failed = sender.send(batches)
-            count = sum(len(batch) for batch in batches)
+    def run(sender: _Sender, groups: list[list[range]]) -> None:
+        for spans in groups:
+            failed = sender.send(spans)
+            count = sum(map(len, spans))
             with lock:
                 name = sender.target.names.main
                 outcome.per_queue[name] = outcome.per_queue.get(name, 0) + count - len(failed)
                 outcome.sent += count - len(failed)
                 outcome.failed += failed
-                finished.update(id(batch) for batch in batches)
+                finished.update(map(id, spans))
                 if progress is not None:
                     progress(count)
 
-    tasks: list[tuple[_Sender, list[list[list[_Job]]]]] = []
+    tasks: list[tuple[_Sender, list[list[range]]]] = []
     per_call = max(1, broker.batches_per_send)
     for plan in plans:
-        sender = _Sender(broker, plan.target, sleep)
-        groups = [plan.batches[i : i + per_call] for i in range(0, len(plan.batches), per_call)]
+        sender = _Sender(broker, plan, settings, ids, sleep)
+        groups = [plan.spans[i : i + per_call] for i in range(0, len(plan.spans), per_call)]
         if plan.target.names.fifo and not settings.group_per_message:
             tasks.append((sender, groups))  # one group: order matters
         else:
@@ -330,8 +405,8 @@ def enqueue_batch(
 
 
 def _run_all(
-    tasks: list[tuple[_Sender, list[list[list[_Job]]]]],
-    run: Callable[[_Sender, list[list[list[_Job]]]], None],
+    tasks: list[tuple[_Sender, list[list[range]]]],
+    run: Callable[[_Sender, list[list[range]]], None],
     concurrency: int,
     outcome: BatchOutcome,
     finished: set[int],
@@ -351,8 +426,11 @@ def _run_all(
                     other.cancel()
     if outcome.fatal is None:
         return
-    for _, groups in tasks:
-        for batch in (batch for batches in groups for batch in batches):
-            if id(batch) not in finished:
-                reason = f"not enqueued: {outcome.fatal}"
-                outcome.failed += [FailedLine(job.line, reason) for job in batch]
+    reason = f"not enqueued: {outcome.fatal}"
+    for sender, groups in tasks:
+        lines = sender.plan.queue.lines
+        for span in (span for spans in groups for span in spans):
+            if id(span) not in finished:
+                outcome.failed += [
+                    FailedLine(line, reason) for line in lines[span.start : span.stop]
+                ]

@@ -14,7 +14,6 @@ receive: an older receipt fails for that entry and leaves the newer claim alone.
 from __future__ import annotations
 
 import functools
-import hashlib
 import json
 import secrets
 import sqlite3
@@ -28,6 +27,7 @@ from typing import Concatenate, NamedTuple, ParamSpec, TypeVar
 from ..errors import BrokerError, QueueNotFound
 from ..naming import validate_sqs_name
 from . import sqlite_schema as schema
+from . import sqlite_send as sending
 from .base import (
     MAX_BATCH,
     BatchResult,
@@ -87,10 +87,6 @@ _FIFO_ROWS = (
     " and group_id not in (select group_id from messages"
     " where qid = ?1 and visible_at > ?2 and receipt is not null)"
     " order by id"
-)
-_INSERT = (
-    "insert into messages (qid, message_id, body, attributes, group_id, sent_at, visible_at)"
-    " values (?, ?, ?, ?, ?, ?, ?)"
 )
 _COUNTS = (
     "select count(*) filter (where visible_at <= ?1),"
@@ -156,6 +152,7 @@ class SqliteBroker(Broker):
         schema.create_file(self.path)
         try:
             schema.init_store(self._conn(), self.path)
+            self._json_each = sending.has_json_each(self._conn())
         except sqlite3.Error as exc:
             self.close()
             raise schema.mapped_error(exc, self.path) from exc
@@ -380,78 +377,25 @@ class SqliteBroker(Broker):
     def _send(
         self, url: str, batches: Sequence[Sequence[SendEntry]], action: str
     ) -> list[SendResult]:
-        sizes = [self._sizes(entries, action) for entries in batches]
+        # Errors that fail a batch are raised before the transaction; a plain send has none.
+        plain = sending.plain_send(batches) if self._json_each else None
+        sizes = [] if plain is not None else [sending.batch_sizes(e, action) for e in batches]
         now = self._clock()
-        results = [SendResult(sent={}, failed=[]) for _ in batches]
         with schema.transaction(self._conn()) as conn:
             queue = self._queue(conn, url)
-            rows: list[tuple[object, ...]] = []
-            for entries, entry_sizes, result in zip(batches, sizes, results, strict=True):
-                rows += self._rows(conn, queue, entries, entry_sizes, now, result)
-            conn.executemany(_INSERT, rows)
-            if rows:
+            if plain is not None and plain.fits(queue.settings):
+                results = sending.insert_plain(
+                    conn, queue.qid, queue.settings, plain, self._new_ids, now
+                )
+                inserted = len(plain.bodies)
+            else:
+                sizes = sizes or [sending.batch_sizes(entries, action) for entries in batches]
+                results, inserted = sending.insert_rows(
+                    conn, queue.qid, queue.settings, batches, sizes, self._new_ids, now
+                )
+            if inserted:
                 self._touch(conn, queue.qid, now)
         return results
-
-    @staticmethod
-    def _sizes(entries: Sequence[SendEntry], action: str) -> list[int]:
-        schema.check_batch_ids([entry.id for entry in entries], action)
-        sizes = [schema.entry_size(entry) for entry in entries]
-        if sum(sizes) > schema.MAX_BATCH_BYTES:
-            raise BrokerError(
-                f"{action}: the batch is {sum(sizes)} bytes, more than {schema.MAX_BATCH_BYTES}"
-                " (BatchRequestTooLong)"
-            )
-        return sizes
-
-    def _rows(
-        self,
-        conn: sqlite3.Connection,
-        queue: _Queue,
-        entries: Sequence[SendEntry],
-        sizes: list[int],
-        now: float,
-        result: SendResult,
-    ) -> list[tuple[object, ...]]:
-        """The rows to insert; notes in ``result`` what became of each entry: refused,
-        sent, or (FIFO) a duplicate that reports the original message id."""
-        rows: list[tuple[object, ...]] = []
-        settings = queue.settings
-        ids = self._new_ids(len(entries))
-        for entry, size, message_id in zip(entries, sizes, ids, strict=True):
-            error = schema.entry_error(settings, entry, size)
-            if error is not None:
-                result.failed.append(error)
-                continue
-            original = (
-                self._duplicate_of(conn, queue, entry, message_id, now) if settings.fifo else None
-            )
-            result.sent[entry.id] = original or message_id
-            if original is None:
-                attributes = json.dumps(dict(entry.attributes)) if entry.attributes else None
-                visible = now + (settings.delay if entry.delay is None else entry.delay)
-                rows.append(
-                    (queue.qid, message_id, entry.body, attributes, entry.group_id, now, visible)
-                )
-        return rows
-
-    def _duplicate_of(
-        self, conn: sqlite3.Connection, queue: _Queue, entry: SendEntry, message_id: str, now: float
-    ) -> str | None:
-        """The id of the message sent with this dedup id in the last 5 minutes, if any;
-        otherwise None, and ``message_id`` is recorded under the dedup id."""
-        dedup_id = entry.dedup_id or hashlib.sha256(entry.body.encode()).hexdigest()
-        conn.execute("delete from dedup where expires <= ?", (now,))
-        row = conn.execute(
-            "select message_id from dedup where qid = ? and dedup_id = ?", (queue.qid, dedup_id)
-        ).fetchone()
-        if row is not None:
-            return str(row[0])
-        conn.execute(
-            "insert into dedup (qid, dedup_id, message_id, expires) values (?, ?, ?, ?)",
-            (queue.qid, dedup_id, message_id, now + schema.DEDUP_WINDOW),
-        )
-        return None
 
     # -- receiving ----------------------------------------------------------------
 

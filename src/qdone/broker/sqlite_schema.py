@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import itertools
 import json
 import os
 import re
@@ -408,15 +407,25 @@ class MessageIds:
 
     def __init__(self) -> None:
         self._pid = -1
-        self._prefix = ""
-        self._counter = itertools.count()
+        self._format = ""
+        self._next = 0
+        self._lock = threading.Lock()
+
+    def reserve(self, count: int) -> tuple[str, int]:
+        """``count`` ids for this caller alone: a ``printf`` format and the first
+        number; id ``n`` (from 0) is ``format % (first + n)``, in Python or SQLite."""
+        with self._lock:
+            if self._pid != os.getpid():
+                digits = secrets.token_hex(10)
+                prefix = f"{digits[:8]}-{digits[8:12]}-{digits[12:16]}-{digits[16:]}-"
+                self._format, self._pid = prefix + "%012x", os.getpid()
+            first = self._next
+            self._next += count
+            return self._format, first
 
     def __call__(self, count: int) -> list[str]:
-        if self._pid != os.getpid():
-            digits = secrets.token_hex(10)
-            self._prefix = f"{digits[:8]}-{digits[8:12]}-{digits[12:16]}-{digits[16:]}-"
-            self._pid = os.getpid()
-        return [f"{self._prefix}{next(self._counter):012x}" for _ in range(count)]
+        form, first = self.reserve(count)
+        return [form % n for n in range(first, first + count)]
 
 
 def parse_receipt(receipt: str) -> tuple[int, str]:
