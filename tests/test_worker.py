@@ -6,13 +6,14 @@ from __future__ import annotations
 import itertools
 import random
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from qdone.broker.base import Broker
+from qdone.broker.base import Broker, Message
 from qdone.config import Options, QueueOptions
 from qdone.enqueue import SendSettings, enqueue
 from qdone.job import Job, JobResult
@@ -148,6 +149,34 @@ def test_acker_extends_doubling_capped_by_cover(store: Broker, clock: FakeClock)
     acker.tick()
     assert sent == [8, 12]
     assert counts(store, url) == (1, 0)
+
+
+def test_acker_deletes_several_batches_a_call_where_the_broker_takes_them(
+    broker: Broker, prefix: str
+) -> None:
+    options = Options(prefix=prefix)
+    for i in range(25):
+        put(broker, options, "del", f"echo {i}")
+    url = broker.get_queue_url(f"{prefix}del")
+    messages: list[Message] = []
+    while len(messages) < 25:
+        messages += broker.receive(url, 10, 30, 0)
+    calls: list[list[int]] = []
+    original = broker.delete_batches
+
+    def record(u: str, batches: Any) -> Any:
+        calls.append([len(b) for b in batches])
+        return original(u, batches)
+
+    broker.delete_batches = record  # type: ignore[method-assign]
+    acker = Acker(broker, clock=time.time, margin=5)
+    for m in messages:
+        acker.hold(m, 0.0, 30)
+        acker.delete(m)
+    acker.flush()
+    # SQLite: one transaction for all 25; SQS: a call per batch of ten.
+    assert calls == ([[10, 10, 5]] if broker.batches_per_send >= 3 else [[10], [10], [5]])
+    assert counts(broker, url) == (0, 0)
 
 
 # -- running --------------------------------------------------------------------

@@ -60,6 +60,8 @@ class Acker:
         on_sent: Callable[[], None] | None = None,  # after changes or FIFO deletes went out
     ) -> None:
         self.broker = broker
+        # Deletes sent per call: SQLite deletes several batches in one transaction.
+        self._per_delete = MAX_BATCH * max(1, min(broker.batches_per_send, 10))
         self._clock = clock
         self._margin = margin
         self._interval = flush_interval
@@ -101,7 +103,7 @@ class Acker:
             # delayed by a slow flush must not let the message come back.
             pending = self._deletes.setdefault(message.queue_url, [])
             pending.append((message, 0))
-            if urgent or len(pending) >= MAX_BATCH:
+            if urgent or len(pending) >= self._per_delete:
                 self._urgent = True
                 self._cond.notify_all()
 
@@ -154,7 +156,7 @@ class Acker:
         if count:
             # A FIFO delete frees its group; a standard delete frees nothing.
             fifo = any(url.endswith(FIFO_SUFFIX) for url in deletes)
-            self._send_all(deletes, count, self._send_deletes, notify=fifo)
+            self._send_all(deletes, count, self._send_deletes, notify=fifo, per=self._per_delete)
 
     def _count_sending(self, taken: Mapping[str, Sized]) -> int:
         """Count what was just taken off a queue as being sent (lock held), so that
@@ -170,12 +172,13 @@ class Acker:
         send: Callable[[str, list[T]], None],
         *,
         notify: bool,
+        per: int = MAX_BATCH,
     ) -> None:
-        """Send ``taken`` in batches of ten per queue; then ``on_sent`` if ``notify``."""
+        """Send ``taken``, ``per`` items a call per queue; then ``on_sent`` if ``notify``."""
         try:
             for url, items in taken.items():
-                for i in range(0, len(items), MAX_BATCH):
-                    send(url, items[i : i + MAX_BATCH])
+                for i in range(0, len(items), per):
+                    send(url, items[i : i + per])
         finally:
             with self._cond:
                 self._sending -= count
@@ -206,9 +209,11 @@ class Acker:
         return max(0, min(2 * held.timeout, math.floor(limit)))
 
     def _send_deletes(self, url: str, items: list[tuple[Message, int]]) -> None:
-        entries = [Receipt(str(i), m.receipt) for i, (m, _) in enumerate(items)]
+        """Delete ``items`` in batches of ten, in one call of ``delete_batches``."""
+        batches = [items[i : i + MAX_BATCH] for i in range(0, len(items), MAX_BATCH)]
+        entries = [[Receipt(str(i), m.receipt) for i, (m, _) in enumerate(b)] for b in batches]
         try:
-            result = self.broker.delete_batch(url, entries)
+            results = self.broker.delete_batches(url, entries)
         except BrokerError as exc:
             again = [(m, tries + 1) for m, tries in items if tries + 1 < _TRIES]
             given_up = [m for m, tries in items if tries + 1 >= _TRIES]
@@ -226,9 +231,10 @@ class Acker:
         with self._cond:
             for m, _ in items:
                 self._held.pop(m.receipt, None)
-        for failed in result.failed:
-            message = items[int(failed.id)][0]
-            self._on_error(url, f"message {message.message_id} not deleted: {failed.message}")
+        for batch, result in zip(batches, results, strict=True):
+            for failed in result.failed:
+                message = batch[int(failed.id)][0]
+                self._on_error(url, f"message {message.message_id} not deleted: {failed.message}")
 
     def _send_changes(self, url: str, items: list[_Change]) -> None:
         entries = [

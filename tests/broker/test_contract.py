@@ -351,3 +351,24 @@ def test_fifo_needs_group_and_dedup_ids_and_no_delay(broker: Broker, prefix: str
     assert _refused(broker, url, SendEntry(id="e", body="x", group_id="g"))
     assert _refused(broker, url, SendEntry(id="e", body="x", group_id="g", dedup_id="d", delay=5))
     assert _counts(broker, url) == (0, 0, 0)
+
+
+def test_delete_batches_gives_a_result_per_batch(broker: Broker, prefix: str) -> None:
+    url = broker.create_queue(f"{prefix}db", {})
+    _send(broker, url, *(f"echo {i}" for i in range(10)))
+    _send(broker, url, "echo 10", "echo 11")
+    messages = _receive(broker, url) + _receive(broker, url)
+    assert len(messages) == 12
+    first = [Receipt(str(i), m.receipt) for i, m in enumerate(messages[:10])]
+    second = [Receipt("a", messages[10].receipt), Receipt("b", messages[11].receipt)]
+    second.append(Receipt("bad", "not-a-receipt"))
+    if broker.batches_per_send >= 2:
+        results = broker.delete_batches(url, [first, second])
+    else:  # one batch a call, as SQS takes it
+        with pytest.raises(ValueError):
+            broker.delete_batches(url, [first, second])
+        results = [broker.delete_batches(url, [batch])[0] for batch in (first, second)]
+    assert sorted(results[0].ok) == sorted(e.id for e in first) and results[0].failed == []
+    assert sorted(results[1].ok) == ["a", "b"]
+    assert [f.id for f in results[1].failed] == ["bad"]
+    assert _counts(broker, url) == (0, 0, 0)

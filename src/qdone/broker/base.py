@@ -231,7 +231,7 @@ class Broker(abc.ABC):
         self._check_batch_count(batches)
         return [self.send_batch(url, entries) for entries in batches]
 
-    def _check_batch_count(self, batches: Sequence[Sequence[SendEntry]]) -> None:
+    def _check_batch_count(self, batches: Sequence[Sequence[object]]) -> None:
         if not 1 <= len(batches) <= self.batches_per_send:
             raise ValueError(f"send_batches takes 1 to {self.batches_per_send} batches")
 
@@ -244,6 +244,12 @@ class Broker(abc.ABC):
     @abc.abstractmethod
     def delete_batch(self, url: str, entries: Sequence[Receipt]) -> BatchResult:
         """Delete up to 10 received messages."""
+
+    def delete_batches(self, url: str, batches: Sequence[Sequence[Receipt]]) -> list[BatchResult]:
+        """Delete up to ``batches_per_send`` batches, a result for each. (SQLite
+        deletes them in one transaction; elsewhere it takes one batch.)"""
+        self._check_batch_count(batches)
+        return [self.delete_batch(url, entries) for entries in batches]
 
     @abc.abstractmethod
     def change_visibility_batch(self, url: str, entries: Sequence[ChangeVisibility]) -> BatchResult:

@@ -80,6 +80,8 @@ class _Claim:
     oldest: float
 
 
+# An entry of a batch by receipt: its id, the receipt, the SQL's leading parameters.
+_ByReceipt = tuple[str, str, tuple[float, ...]]
 _ROW = "id, message_id, body, attributes, group_id, sent_at, visible_at, receive_count"
 # FIFO: the messages of the groups with nothing in flight, in the order sent.
 _FIFO_ROWS = (
@@ -527,10 +529,17 @@ class SqliteBroker(Broker):
 
     @_edge
     def delete_batch(self, url: str, entries: Sequence[Receipt]) -> BatchResult:
-        self._count("DeleteMessageBatch")
-        schema.check_batch_ids([e.id for e in entries], "DeleteMessageBatch")
+        return self.delete_batches(url, [entries])[0]
+
+    @_edge
+    def delete_batches(self, url: str, batches: Sequence[Sequence[Receipt]]) -> list[BatchResult]:
+        self._check_batch_count(batches)
+        for entries in batches:
+            schema.check_batch_ids([e.id for e in entries], "DeleteMessageBatch")
+        self._count("DeleteMessageBatch", len(batches))
         sql = "delete from messages where id = ? and qid = ? and receipt = ?"
-        return self._by_receipt(url, sql, [(e.id, e.receipt, ()) for e in entries], touch=True)
+        work: list[list[_ByReceipt]] = [[(e.id, e.receipt, ()) for e in b] for b in batches]
+        return self._by_receipt(url, sql, work, touch=True)
 
     @_edge
     def change_visibility_batch(self, url: str, entries: Sequence[ChangeVisibility]) -> BatchResult:
@@ -539,9 +548,8 @@ class SqliteBroker(Broker):
         now = self._clock()
         valid = [e for e in entries if 0 <= e.timeout <= schema.MAX_VISIBILITY]
         sql = "update messages set visible_at = ? where id = ? and qid = ? and receipt = ?"
-        result = self._by_receipt(
-            url, sql, [(e.id, e.receipt, (now + e.timeout,)) for e in valid], touch=False
-        )
+        work: list[_ByReceipt] = [(e.id, e.receipt, (now + e.timeout,)) for e in valid]
+        result = self._by_receipt(url, sql, [work], touch=False)[0]
         text = f"visibility timeout must be 0 to {schema.MAX_VISIBILITY} s"
         result.failed.extend(
             schema.failed_entry(e.id, "InvalidParameterValue", text)
@@ -551,22 +559,28 @@ class SqliteBroker(Broker):
         return result
 
     def _by_receipt(
-        self, url: str, sql: str, entries: list[tuple[str, str, tuple[float, ...]]], touch: bool
-    ) -> BatchResult:
-        """Run ``sql`` on the message that each ``(id, receipt, leading parameters)`` entry
-        names, if its receipt is still the latest; ``touch`` marks the queue active."""
-        result = BatchResult(ok=[], failed=[])
+        self,
+        url: str,
+        sql: str,
+        batches: list[list[_ByReceipt]],
+        touch: bool,
+    ) -> list[BatchResult]:
+        """Run ``sql``, in one transaction, on the message that each ``(id, receipt,
+        leading parameters)`` entry of each batch names, if its receipt is still the
+        latest; a result per batch. ``touch`` marks the queue active."""
+        results = [BatchResult(ok=[], failed=[]) for _ in batches]
         with schema.transaction(self._conn()) as conn:
             queue = self._queue(conn, url)
-            for entry_id, receipt, values in entries:
-                row_id, token = schema.parse_receipt(receipt)
-                if conn.execute(sql, (*values, row_id, queue.qid, token)).rowcount == 1:
-                    result.ok.append(entry_id)
-                else:
-                    result.failed.append(schema.invalid_receipt(entry_id))
-            if touch and result.ok:
+            for entries, result in zip(batches, results, strict=True):
+                for entry_id, receipt, values in entries:
+                    row_id, token = schema.parse_receipt(receipt)
+                    if conn.execute(sql, (*values, row_id, queue.qid, token)).rowcount == 1:
+                        result.ok.append(entry_id)
+                    else:
+                        result.failed.append(schema.invalid_receipt(entry_id))
+            if touch and any(result.ok for result in results):
                 self._touch_busy(conn, queue, self._clock())
-        return result
+        return results
 
     @_edge
     def active_since(self, urls: Iterable[str], since: float) -> dict[str, bool]:
