@@ -28,6 +28,8 @@ Messages
     message in flight yields nothing more until that message is deleted or
     visible again, and messages of a group come in the order sent.
     ``delete_batch`` and ``change_visibility_batch`` take up to 10 receipts.
+    ``send_batches`` and ``delete_batches`` take up to ``batches_per_send``
+    batches in one call: one transaction on SQLite, one batch on SQS.
 
 Calls
     Every broker counts the calls it makes, by service and action, in ``calls``.
