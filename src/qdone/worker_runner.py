@@ -154,8 +154,8 @@ class Runner:
         self._emit(JobSucceeded(q.name, m.message_id, m.body, m.receive_count, result))
 
     def _execute(self, q: QueueRef, m: Message, pending: Pending) -> JobResult:
-        """Run the job of ``m``; what ``pending`` holds is done once it has started
-        (and so are its own report), or could not start."""
+        """Run the job of ``m``. What ``pending`` holds, and the report that this job
+        started, are done once it has started (or could not start)."""
         self._acker.cover(m, self.settings.cover())
         started = JobStarted(q.name, m.message_id, m.body, m.receive_count)
         env = {
