@@ -39,7 +39,7 @@ from concurrent.futures import wait as wait_all
 from .broker.base import MAX_BATCH, Broker, Message
 from .config import Options
 from .errors import BrokerError, QueueNotFound
-from .job import job_niceness, nice_this_thread
+from .job import nice_this_thread
 from .worker_acker import Acker
 from .worker_events import (
     BrokerTrouble,
@@ -110,7 +110,6 @@ class Worker:
             rng=rng or random.Random(),
         )
         # Job threads run at the jobs' niceness (Linux): the jobs inherit it.
-        job_niceness()  # the worker's own, read before any thread is lowered
         self._pool = ThreadPoolExecutor(
             settings.concurrency, thread_name_prefix="qdone-job", initializer=nice_this_thread
         )

@@ -148,7 +148,7 @@ class SqliteBroker(Broker):
         self._local = threading.local()
         self._lock = threading.Lock()
         self._writers = threading.RLock()  # see schema.transaction
-        self._connections: list[sqlite3.Connection] = []
+        self._connections: list[schema.Connection] = []
         self._urls: dict[str, str] = {}
         self._new_ids = schema.MessageIds()
         schema.create_file(self.path)
@@ -164,8 +164,8 @@ class SqliteBroker(Broker):
 
     # -- connections and lookups ------------------------------------------------
 
-    def _conn(self) -> sqlite3.Connection:
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+    def _conn(self) -> schema.Connection:
+        conn: schema.Connection | None = getattr(self._local, "conn", None)
         if conn is None:
             conn = schema.connect(self.path, self._writers)
             with self._lock:
@@ -527,9 +527,8 @@ class SqliteBroker(Broker):
 
     # -- after receiving ------------------------------------------------------------
 
-    @_edge
     def delete_batch(self, url: str, entries: Sequence[Receipt]) -> BatchResult:
-        return self.delete_batches(url, [entries])[0]
+        return self.delete_batches(url, [entries])[0]  # its errors mapped there
 
     @_edge
     def delete_batches(self, url: str, batches: Sequence[Sequence[Receipt]]) -> list[BatchResult]:

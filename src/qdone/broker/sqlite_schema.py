@@ -272,14 +272,13 @@ class Connection(sqlite3.Connection):
 
 
 @contextmanager
-def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+def transaction(conn: Connection) -> Iterator[Connection]:
     """``BEGIN IMMEDIATE``: take the write lock first, so claims never race.
 
     Threads of one process take turns on their own lock first: SQLite makes a
     writer that finds the file locked sleep a millisecond or more before trying
     again, while a thread lock hands over at once."""
-    writers = conn.writers if isinstance(conn, Connection) else _NO_LOCK
-    with writers:
+    with conn.writers:
         conn.execute("begin immediate")
         try:
             yield conn
@@ -288,9 +287,6 @@ def transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
                 conn.execute("rollback")
             raise
         conn.execute("commit")
-
-
-_NO_LOCK = contextlib.nullcontext()
 
 
 def create_file(path: Path) -> None:
@@ -321,7 +317,7 @@ def connect(path: Path, writers: threading.RLock | None = None) -> Connection:
     return conn
 
 
-def init_store(conn: sqlite3.Connection, path: Path) -> None:
+def init_store(conn: Connection, path: Path) -> None:
     """Check that ``path`` is a qdone store (or empty), then create the schema."""
     app_id, version = _store_marks(conn)
     tables = conn.execute("select count(*) from sqlite_master").fetchone()[0]
