@@ -18,8 +18,8 @@ from qdone.config import Options, QueueOptions
 from qdone.enqueue import SendSettings, enqueue
 from qdone.job import Job, JobResult
 from qdone.worker import Worker
-from qdone.worker_acker import Acker
-from qdone.worker_events import (
+from qdone.worker.acker import Acker
+from qdone.worker.events import (
     Event,
     JobArchived,
     JobFailed,
@@ -30,7 +30,7 @@ from qdone.worker_events import (
     Summary,
     WorkerSettings,
 )
-from qdone.worker_policy import poll_wait, retry_delay
+from qdone.worker.policy import poll_wait, retry_delay
 
 
 class FakeClock:

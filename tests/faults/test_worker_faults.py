@@ -38,7 +38,7 @@ from qdone.config import Options, QueueOptions
 from qdone.enqueue import enqueue_batch
 from qdone.log import Output
 from qdone.worker import Worker
-from qdone.worker_events import Event, Summary, WorkerSettings
+from qdone.worker.events import Event, Summary, WorkerSettings
 
 from .conftest import ProxyFactory
 from .proxy import ALL_FAULTS, NO_FAULTS, Fault, FaultPlan, FaultProxy

@@ -54,7 +54,7 @@ from ..errors import ExitCode, UsageError
 from ..job import JobResult
 from ..log import Output
 from ..worker import Worker
-from ..worker_events import (
+from ..worker.events import (
     BrokerTrouble,
     Event,
     JobArchived,

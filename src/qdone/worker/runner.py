@@ -9,11 +9,11 @@ import threading
 import time
 from collections.abc import Callable
 
-from .broker.base import Message
-from .job import Job, JobResult
-from .spawn import environ
-from .worker_acker import Acker
-from .worker_events import (
+from ..broker.base import Message
+from ..job import Job, JobResult
+from ..spawn import environ
+from .acker import Acker
+from .events import (
     Event,
     JobArchived,
     JobFailed,
@@ -22,8 +22,8 @@ from .worker_events import (
     JobSucceeded,
     WorkerSettings,
 )
-from .worker_policy import Slots, retry_delay
-from .worker_queues import QueueRef
+from .policy import Slots, retry_delay
+from .queues import QueueRef
 
 __all__ = ["Follow", "Runner", "chains"]
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .config import DEFAULTS
-from .job import GRACE, JobResult
+from ..config import DEFAULTS
+from ..job import GRACE, JobResult
 
 __all__ = [
     "BrokerTrouble",

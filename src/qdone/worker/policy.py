@@ -8,7 +8,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from .worker_events import MAX_VISIBILITY
+from .events import MAX_VISIBILITY
 
 __all__ = ["Slots", "poll_wait", "retry_delay"]
 

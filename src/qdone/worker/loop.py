@@ -36,12 +36,12 @@ from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_all
 
-from .broker.base import MAX_BATCH, Broker, Message
-from .config import Options
-from .errors import BrokerError, QueueNotFound
-from .job import nice_this_thread
-from .worker_acker import Acker
-from .worker_events import (
+from ..broker.base import MAX_BATCH, Broker, Message
+from ..config import Options
+from ..errors import BrokerError, QueueNotFound
+from ..job import nice_this_thread
+from .acker import Acker
+from .events import (
     BrokerTrouble,
     Event,
     Listening,
@@ -50,9 +50,9 @@ from .worker_events import (
     Waiting,
     WorkerSettings,
 )
-from .worker_policy import Slots, poll_wait
-from .worker_queues import QueueRef, QueueResolver
-from .worker_runner import Runner, chains
+from .policy import Slots, poll_wait
+from .queues import QueueRef, QueueResolver
+from .runner import Runner, chains
 
 __all__ = ["Worker"]
 

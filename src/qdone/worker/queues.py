@@ -7,11 +7,11 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .broker.base import Broker
-from .config import DEFAULTS, Options
-from .errors import QueueNotFound
-from .naming import FIFO_SUFFIX, is_wildcard, strip_fifo, wildcard_prefix
-from .queues import names_for
+from ..broker.base import Broker
+from ..config import DEFAULTS, Options
+from ..errors import QueueNotFound
+from ..naming import FIFO_SUFFIX, is_wildcard, strip_fifo, wildcard_prefix
+from ..queues import names_for
 
 __all__ = ["QueueRef", "QueueResolver", "Resolution"]
 

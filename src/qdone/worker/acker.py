@@ -18,10 +18,10 @@ from collections.abc import Callable, Mapping, Sized
 from dataclasses import dataclass
 from typing import TypeVar
 
-from .broker.base import MAX_BATCH, Broker, ChangeVisibility, Message, Receipt
-from .errors import BrokerError
-from .naming import FIFO_SUFFIX
-from .worker_events import MAX_VISIBILITY
+from ..broker.base import MAX_BATCH, Broker, ChangeVisibility, Message, Receipt
+from ..errors import BrokerError
+from ..naming import FIFO_SUFFIX
+from .events import MAX_VISIBILITY
 
 __all__ = ["Acker"]
 
