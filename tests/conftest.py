@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from .sites import Site
+
 if TYPE_CHECKING:
     from qdone.broker.base import Broker
 
@@ -96,3 +98,26 @@ def broker(request: pytest.FixtureRequest) -> Broker:
 def prefix() -> str:
     """A queue-name prefix unique to this test, so tests never share queues on moto."""
     return f"t{os.urandom(4).hex()}_"
+
+
+@pytest.fixture(params=["sqlite", "sqs"])
+def site(request: pytest.FixtureRequest, tmp_path: Path, prefix: str) -> Iterator[Site]:
+    """Each test that takes ``site`` runs once per broker."""
+    env = {**os.environ, "QDONE_PREFIX": prefix}
+    broker: Broker
+    if request.param == "sqlite":
+        from qdone.broker.sqlite import SqliteBroker
+
+        path = tmp_path / "site.db"
+        env["QDONE_BROKER"] = f"sqlite://{path}"
+        broker = SqliteBroker(path)
+    else:
+        from qdone.broker.sqs import SqsBroker
+
+        endpoint = request.getfixturevalue("moto_endpoint")
+        env.update(QDONE_BROKER="sqs", QDONE_ENDPOINT_URL=endpoint)
+        broker = SqsBroker(region="us-east-1", endpoint_url=endpoint)
+    try:
+        yield Site(request.param, env, broker, prefix)
+    finally:
+        broker.close()

@@ -6,8 +6,10 @@ them to an ``Output`` made here.
 
 from __future__ import annotations
 
+import errno
 import functools
 import json
+import os
 import sys
 import time
 from collections.abc import Mapping
@@ -32,11 +34,22 @@ def _second(second: int) -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
 
 
+# stdout is gone for good: its reader went away, or it was closed.
+_CLOSED = (errno.EPIPE, errno.EBADF)
+
+
 class Output:
     """Where a command's messages go.
 
     ``verbose``: human lines on stderr. ``json``: events as JSON lines on stdout.
     Errors always reach stderr.
+
+    ``keep_going`` (the worker): a line that cannot be written is not an error of
+    the command. When stdout is closed (EPIPE, EBADF), nothing more is written
+    there, and one line on stderr says so; on any other write error (a full disk),
+    one ``WARNING`` line on stderr, and again only after a write has worked since.
+    A failing stderr is ignored: there is nowhere left to say it. Without
+    ``keep_going``, write errors are raised.
     """
 
     def __init__(
@@ -47,12 +60,16 @@ class Output:
         out: TextIO | None = None,
         err: TextIO | None = None,
         colour: bool | None = None,
+        keep_going: bool = False,
     ) -> None:
         self.verbose = verbose
         self.json_lines = json_lines
         self.out = out if out is not None else sys.stdout
         self.err = err if err is not None else sys.stderr
         self.colour = self.err.isatty() if colour is None else colour
+        self.keep_going = keep_going
+        self.out_closed = False
+        self._out_failing = False
 
     def style(self, text: str, colour: str) -> str:
         if not self.colour:
@@ -62,26 +79,82 @@ class Output:
     def info(self, message: str) -> None:
         """A human line on stderr, shown only when verbose."""
         if self.verbose:
-            print(message, file=self.err, flush=True)
+            self._to_err(message)
+
+    def note(self, message: str) -> None:
+        """A human line on stderr, always shown (e.g. a closing summary)."""
+        self._to_err(message)
 
     def warn(self, message: str) -> None:
         """A warning on stderr, shown unless quiet-and-JSON (then as a JSON event)."""
         if self.json_lines and not self.verbose:
             self.event("WARNING", {"message": message})
         else:
-            print(self.style("Warning: ", "yellow") + message, file=self.err, flush=True)
+            self._to_err(self.style("Warning: ", "yellow") + message)
 
     def error(self, message: str) -> None:
-        print(self.style("qdone: error: ", "red") + message, file=self.err, flush=True)
+        self._to_err(self.style("qdone: error: ", "red") + message)
 
     def event(self, name: str, fields: Mapping[str, Any]) -> None:
         """A JSON line on stdout (only in JSON mode): ``{"event": name, "timestamp": …}``."""
-        if not self.json_lines:
-            return
-        record: dict[str, Any] = {"event": name, "timestamp": timestamp()}
-        record.update({k: v for k, v in fields.items() if v is not None and v != ""})
-        print(json.dumps(record, ensure_ascii=False), file=self.out, flush=True)
+        if self.json_lines:
+            self._to_out(_json_line(name, fields))
 
     def result(self, line: str) -> None:
         """A line of the command's result on stdout (e.g. a queue name)."""
-        print(line, file=self.out, flush=True)
+        self._to_out(line)
+
+    def _to_out(self, line: str) -> None:
+        if self.out_closed:
+            return
+        try:
+            _write(self.out, line)
+        except OSError as exc:
+            if not self.keep_going:
+                raise
+            self._out_failed(exc)
+        else:
+            self._out_failing = False
+
+    def _out_failed(self, exc: OSError) -> None:
+        if exc.errno in _CLOSED:
+            self.out_closed = True
+            self._stderr_warning(f"stdout is closed ({exc.strerror}): nothing more goes there")
+        elif not self._out_failing:
+            self._out_failing = True
+            self._stderr_warning(f"cannot write to stdout ({exc.strerror}); going on")
+
+    def _stderr_warning(self, message: str) -> None:
+        """A warning about stdout: on stderr, as a JSON line where stdout had them."""
+        if self.json_lines and not self.verbose:
+            self._to_err(_json_line("WARNING", {"message": message}))
+        else:
+            self._to_err(self.style("Warning: ", "yellow") + message)
+
+    def _to_err(self, line: str) -> None:
+        try:
+            _write(self.err, line)
+        except OSError:
+            if not self.keep_going:
+                raise
+
+
+def _json_line(name: str, fields: Mapping[str, Any]) -> str:
+    record: dict[str, Any] = {"event": name, "timestamp": timestamp()}
+    record.update({k: v for k, v in fields.items() if v is not None and v != ""})
+    return json.dumps(record, ensure_ascii=False)
+
+
+def _write(stream: TextIO, line: str) -> None:
+    """Write ``line`` and a newline. The process's own stdout and stderr are written
+    to their descriptors at once, past Python's buffer: a write that fails leaves
+    nothing behind to fail again (or to come out twice) at the next flush or exit."""
+    if stream is sys.__stdout__ or stream is sys.__stderr__:
+        stream.flush()
+        data = (line + "\n").encode(stream.encoding or "utf-8", "backslashreplace")
+        fd = stream.fileno()
+        while data:
+            data = data[os.write(fd, data) :]
+        return
+    stream.write(line + "\n")
+    stream.flush()

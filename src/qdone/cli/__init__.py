@@ -7,6 +7,7 @@ environment variable."""
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -82,5 +83,9 @@ def main(argv: list[str] | None = None) -> None:
     except KeyboardInterrupt:
         sys.exit(int(ExitCode.INTERRUPTED))
     except BrokenPipeError:
+        sys.exit(int(ExitCode.FAILURE))
+    except OSError as err:  # e.g. the output on a full disk
+        with contextlib.suppress(OSError):
+            click.echo(f"qdone: error: {err.strerror or err}", err=True)
         sys.exit(int(ExitCode.FAILURE))
     sys.exit(code if isinstance(code, int) else 0)

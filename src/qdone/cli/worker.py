@@ -178,7 +178,7 @@ class WorkerView:
             line += f" ({e.retried} will be retried)"
         if e.archived:
             line += f"; archived {e.archived}"
-        click.echo(line, err=True)
+        self.out.note(line)
         self.out.event(
             "WORKER_SUMMARY",
             {
@@ -322,7 +322,11 @@ def worker_command(ctx: click.Context, /, queues: tuple[str, ...], **kw: Any) ->
     settings = WorkerSettings(queues=queues, **kw)
     if settings.drain and settings.wait_time == 0 and parse_broker_url(options.broker)[0] == "sqs":
         raise UsageError("--drain needs --wait-time above 0 on SQS: short polls can miss messages")
-    output = Output(verbose=options.verbose, json_lines=not settings.archive and not _stderr_tty())
+    output = Output(
+        verbose=options.verbose,
+        json_lines=not settings.archive and not _stderr_tty(),
+        keep_going=True,  # a report that cannot be written changes no job
+    )
     with open_for(options, output) as broker:
         worker = Worker(broker, options, settings, on_event=WorkerView(output, settings.kill_after))
         _install_signals(worker, output)

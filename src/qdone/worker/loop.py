@@ -427,8 +427,13 @@ class Worker:
     # -- bookkeeping -------------------------------------------------------------
 
     def _emit(self, event: Event) -> None:
+        """Report ``event``. Reporting never changes what happens to a job: a
+        reporter that raises is logged, and the worker goes on."""
         with self._emit_lock:
-            self._on_event(event)
+            try:
+                self._on_event(event)
+            except Exception as exc:
+                log.warning("reporting %s failed: %s", type(event).__name__, exc)
 
     def _summary(self) -> Summary:
         s = self._runner.stats()
