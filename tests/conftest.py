@@ -1,5 +1,6 @@
-"""Session fixtures: a moto server on loopback for SQS, a scrubbed environment,
-and a ``broker`` fixture parametrised over both brokers."""
+"""Session fixtures: a moto server on loopback for SQS, a real redis-server on
+loopback for the Redis cache, a scrubbed environment, and a ``broker`` fixture
+parametrised over both brokers."""
 
 from __future__ import annotations
 
@@ -11,10 +12,15 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from .redis_server import RedisServer, redis_server_path
 from .sites import Site
 
 if TYPE_CHECKING:
     from qdone.broker.base import Broker
+
+# Read before any test runs: the autouse fixture below removes QDONE_* variables.
+# CI sets it, so that a missing redis-server fails the Redis tests instead of skipping them.
+REQUIRE_REDIS = os.environ.get("QDONE_REQUIRE_REDIS") == "1"
 
 # Nothing a test runs may reach AWS: fake credentials, and no profile or config.
 _SCRUB = (
@@ -121,3 +127,45 @@ def site(request: pytest.FixtureRequest, tmp_path: Path, prefix: str) -> Iterato
         yield Site(request.param, env, broker, prefix)
     finally:
         broker.close()
+
+
+def _redis_program() -> str:
+    program = redis_server_path()
+    if program is None:
+        reason = "redis-server is not installed (Debian: apt-get install redis-server)"
+        if REQUIRE_REDIS:
+            pytest.fail(f"{reason}, and QDONE_REQUIRE_REDIS=1", pytrace=False)
+        pytest.skip(reason)
+    return program
+
+
+@pytest.fixture(scope="session")
+def redis_uri(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """``redis://127.0.0.1:PORT/0`` of a real redis-server, for the whole session.
+
+    Tests share it: give each its own key prefix (``cache_prefix``). Skipped when
+    redis-server is missing, unless QDONE_REQUIRE_REDIS=1 (then they fail)."""
+    server = RedisServer(_redis_program(), tmp_path_factory.mktemp("redis"))
+    server.start()
+    try:
+        yield server.uri
+    finally:
+        server.kill()
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A redis-server of this test's own, running; the test may ``kill()`` and
+    ``start()`` it again (same port)."""
+    server = RedisServer(_redis_program(), tmp_path)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.kill()
+
+
+@pytest.fixture
+def cache_prefix() -> str:
+    """A cache key prefix unique to this test, so tests never share keys in Redis."""
+    return f"t{os.urandom(4).hex()}:"
