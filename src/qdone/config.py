@@ -27,6 +27,8 @@ class Defaults:
     wait_time: int = 20
     retry_delay: int = 10
     idle_for: int = 60
+    cache_prefix: str = "qdone:"
+    cache_ttl_seconds: int = 10
 
 
 DEFAULTS = Defaults()
@@ -49,6 +51,9 @@ class Options:
     region: str | None = None
     endpoint_url: str | None = None
     verbose: bool = False
+    cache_uri: str | None = None  # the fleet's Redis (optional accelerator)
+    cache_prefix: str = DEFAULTS.cache_prefix
+    cache_ttl_seconds: int = DEFAULTS.cache_ttl_seconds
 
 
 @dataclass(frozen=True)

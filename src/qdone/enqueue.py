@@ -91,9 +91,11 @@ def enqueue(
     settings: SendSettings | None = None,
     *,
     on_create: Callable[[str], None] | None = None,
+    on_sent: Callable[[str], object] | None = None,
     ids: Callable[[], str] = new_id,
 ) -> EnqueueResult:
-    """Put ``command`` on ``queue``, creating the queue pair on first use."""
+    """Put ``command`` on ``queue``, creating the queue pair on first use;
+    ``on_sent`` gets the full queue name once the message is on it."""
     settings = settings or SendSettings()
     validate_queue_options(q)
     settings.check(q.fifo or queue.endswith(".fifo"))
@@ -108,6 +110,8 @@ def enqueue(
         delay=settings.delay,
     )
     message_id = broker.send(target.url, entry)
+    if on_sent is not None:
+        on_sent(target.names.main)
     return EnqueueResult(queue, message_id, target.created)
 
 
@@ -360,11 +364,13 @@ def enqueue_batch(
     *,
     on_create: Callable[[str], None] | None = None,
     progress: Callable[[int], None] | None = None,
+    on_sent: Callable[[str], object] | None = None,
     ids: Callable[[], str] = new_id,
     sleep: Callable[[float], None] = time.sleep,
 ) -> BatchOutcome:
     """Enqueue every line, in batches of up to 10, several batches at once where the
     broker gains from it. FIFO queues keep their order: their batches go one by one.
+    ``on_sent`` gets each queue's full name once, as soon as lines are on it.
     Returns what was sent and exactly which lines were not."""
     settings = settings or SendSettings()
     validate_queue_options(q)
@@ -376,19 +382,25 @@ def enqueue_batch(
     outcome.created = [name for plan in plans for name in plan.target.created]
     lock = threading.Lock()
     finished: set[int] = set()
+    told: set[str] = set()
 
     def run(sender: _Sender, groups: list[list[range]]) -> None:
         for spans in groups:
             failed = sender.send(spans)
             count = sum(map(len, spans))
+            name = sender.target.names.main
             with lock:
-                name = sender.target.names.main
                 outcome.per_queue[name] = outcome.per_queue.get(name, 0) + count - len(failed)
                 outcome.sent += count - len(failed)
                 outcome.failed += failed
                 finished.update(map(id, spans))
                 if progress is not None:
                     progress(count)
+                tell = on_sent is not None and count > len(failed) and name not in told
+                if tell:
+                    told.add(name)
+            if tell and on_sent is not None:
+                on_sent(name)
 
     tasks: list[tuple[_Sender, list[list[range]]]] = []
     per_call = max(1, broker.batches_per_send)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
@@ -14,10 +14,14 @@ from ..broker import open_broker
 from ..broker.base import Broker
 from ..config import DEFAULTS, Options, QueueOptions
 from ..errors import UsageError
-from ..log import Output
+from ..log import Output, forward_warnings
+
+if TYPE_CHECKING:
+    from ..cache import Cache
 
 __all__ = [
     "GLOBAL_KEY",
+    "cache_for",
     "global_options",
     "make_output",
     "open_for",
@@ -56,6 +60,28 @@ _GLOBALS: list[tuple[tuple[str, ...], dict[str, Any]]] = [
         {
             "metavar": "URL",
             "help": "An SQS-compatible endpoint (SQS only). [default: AWS_ENDPOINT_URL_SQS]",
+        },
+    ),
+    (
+        ("--cache-uri",),
+        {
+            "metavar": "URI",
+            "help": "The fleet's Redis, an optional accelerator: redis://HOST[:PORT][/DB], "
+            "rediss://… or unix:///path. Enqueues wake idle workers; workers share queue "
+            "checks (Node qdone's keys). With Redis down, everything works as without it.",
+        },
+    ),
+    (
+        ("--cache-prefix",),
+        {"help": f"Prefix of qdone's keys in Redis. [default: {DEFAULTS.cache_prefix}]"},
+    ),
+    (
+        ("--cache-ttl-seconds",),
+        {
+            "type": click.IntRange(1, 86_400),
+            "metavar": "SECONDS",
+            "help": "How long a shared queue check stays in Redis. "
+            f"[default: {DEFAULTS.cache_ttl_seconds}]",
         },
     ),
     (
@@ -109,6 +135,9 @@ def options_from(ctx: click.Context) -> Options:
         region=given.get("region"),
         endpoint_url=given.get("endpoint_url"),
         verbose=verbose,
+        cache_uri=given.get("cache_uri") or None,
+        cache_prefix=given.get("cache_prefix", DEFAULTS.cache_prefix),
+        cache_ttl_seconds=given.get("cache_ttl_seconds", DEFAULTS.cache_ttl_seconds),
     )
 
 
@@ -126,6 +155,23 @@ def open_for(options: Options, output: Output) -> Iterator[Broker]:
     finally:
         report_calls(broker, output)
         broker.close()
+
+
+@contextmanager
+def cache_for(options: Options, output: Output) -> Iterator[Cache | None]:
+    """The fleet's Redis cache when ``--cache-uri`` is given (its warnings shown on
+    ``output``), else None; always closed."""
+    if not options.cache_uri:
+        yield None
+        return
+    from ..cache import open_cache
+
+    forward_warnings("qdone.cache", output)
+    cache = open_cache(options.cache_uri, options.cache_prefix, options.cache_ttl_seconds)
+    try:
+        yield cache
+    finally:
+        cache.close()
 
 
 def report_calls(broker: Broker, output: Output) -> None:

@@ -15,6 +15,7 @@ from ..enqueue import BatchOutcome, SendSettings, enqueue, enqueue_batch
 from ..errors import ExitCode
 from ..log import Output
 from .common import (
+    cache_for,
     global_options,
     make_output,
     open_for,
@@ -75,7 +76,7 @@ def enqueue_command(ctx: click.Context, /, queue: str, command: str, **kwargs: A
     settings = SendSettings(
         group_id=kwargs["group_id"], dedup_id=kwargs["deduplication_id"], delay=kwargs["delay"]
     )
-    with open_for(options, output) as broker:
+    with cache_for(options, output) as cache, open_for(options, output) as broker:
         result = enqueue(
             broker,
             options,
@@ -84,6 +85,7 @@ def enqueue_command(ctx: click.Context, /, queue: str, command: str, **kwargs: A
             command,
             settings,
             on_create=lambda name: output.info(f"Created queue {name}"),
+            on_sent=None if cache is None else lambda name: cache.notify([name]),
         )
         output.info(f"Enqueued job {result.message_id}")
         output.event("ENQUEUED", {"queue": queue, "job": result.message_id})
@@ -123,7 +125,7 @@ def enqueue_batch_command(ctx: click.Context, /, files: tuple[str, ...], **kwarg
         delay=kwargs["delay"],
     )
     lines = read_sources(files)
-    with open_for(options, output) as broker:
+    with cache_for(options, output) as cache, open_for(options, output) as broker:
         with _progress(output, len(lines)) as progress:
             outcome = enqueue_batch(
                 broker,
@@ -133,6 +135,7 @@ def enqueue_batch_command(ctx: click.Context, /, files: tuple[str, ...], **kwarg
                 settings,
                 on_create=lambda name: output.info(f"Created queue {name}"),
                 progress=progress,
+                on_sent=None if cache is None else lambda name: cache.notify([name]),
             )
         _report(output, outcome, len(lines))
 
