@@ -86,7 +86,7 @@ def test_json_lines_carry_the_documented_fields(env: dict[str, str]) -> None:
     enqueue(env, "js", "echo bad; exit 3")
     enqueue(env, "jr", "exit 1", "--retries", "1")
     result = qdone(env, "worker", "--drain", "-w", "0", "--retry-delay", "0", "js", "jr")
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == 1, result.stderr  # jobs failed for good
     got = events(result.stdout)
     by = {e["event"]: e for e in got}
     assert all(isinstance(e["timestamp"], str) and e["timestamp"].endswith("Z") for e in got)

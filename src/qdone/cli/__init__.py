@@ -28,7 +28,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 EPILOG = f"""\b
 Exit codes:
   {ExitCode.OK.value}    success
-  {ExitCode.FAILURE.value}    a job, batch entry or check failed; the broker refused
+  {ExitCode.FAILURE.value}    worker --drain: a job failed for good; a batch entry or
+       check failed; the broker refused
   {ExitCode.USAGE.value}    bad options, queue names or input
   {ExitCode.UNAVAILABLE.value}    broker unreachable, no AWS credentials, not a qdone store
   {ExitCode.INTERRUPTED.value}  stopped by a second SIGINT/SIGTERM

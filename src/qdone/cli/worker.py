@@ -315,8 +315,18 @@ def worker_command(ctx: click.Context, /, queues: tuple[str, ...], **kw: Any) ->
     a second kills them (exit 130).
 
     \b
+    Exit status:
+      0    no job failed for good (--drain); without --drain, always, once
+           stopped by a signal
+      1    --drain: a job of the run failed for good (no attempt left: it
+           is, or will be, in the failed queue); a broker error
+      2, 3 bad options; broker unreachable (see 'qdone --help')
+      130  stopped by a second signal
+
+    \b
     Example:
       qdone worker --concurrency 8 'render*'
+      qdone worker build --drain && deploy
     """
     options = dataclasses.replace(options_from(ctx), dlq_suffix=kw.pop("dlq_suffix"))
     settings = WorkerSettings(queues=queues, **kw)
@@ -333,6 +343,8 @@ def worker_command(ctx: click.Context, /, queues: tuple[str, ...], **kw: Any) ->
         summary = worker.run()
     if summary.killed:
         raise SystemExit(int(ExitCode.INTERRUPTED))
+    if settings.drain and summary.failed > summary.retried:  # some failed for good
+        raise SystemExit(int(ExitCode.FAILURE))
 
 
 def _stderr_tty() -> bool:
