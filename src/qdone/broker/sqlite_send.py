@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from typing import NamedTuple
 
 from ..errors import BrokerError
+from . import sqlite_rules as rules
 from . import sqlite_schema as schema
 from .base import MAX_BATCH, SendEntry, SendResult
 
@@ -31,7 +32,7 @@ _INSERT_PLAIN = (
     " select ?1, printf(?2, ?3 + key), value, null, null, ?4, ?5 from json_each(?6) order by key"
 )
 _ID_TEXT = re.compile(r"[\w-]*", re.ASCII)  # batch entry ids, joined together
-_MAX_ID = 80  # characters of a batch entry id, as in ``schema.check_batch_ids``
+_MAX_ID = 80  # characters of a batch entry id, as in ``rules.check_batch_ids``
 # Bodies of a plain send, in all: beyond this, one row each, to keep the JSON text
 # (twice this at most, with escapes) small next to SQLite's limit on a value.
 _PLAIN_MAX_TEXT = 16 * 1024 * 1024
@@ -48,11 +49,11 @@ def has_json_each(conn: sqlite3.Connection) -> bool:
 
 def batch_sizes(entries: Sequence[SendEntry], action: str) -> list[int]:
     """The size of each entry; raises the errors that fail the whole batch."""
-    schema.check_batch_ids([entry.id for entry in entries], action)
-    sizes = [schema.entry_size(entry) for entry in entries]
-    if sum(sizes) > schema.MAX_BATCH_BYTES:
+    rules.check_batch_ids([entry.id for entry in entries], action)
+    sizes = [rules.entry_size(entry) for entry in entries]
+    if sum(sizes) > rules.MAX_BATCH_BYTES:
         raise BrokerError(
-            f"{action}: the batch is {sum(sizes)} bytes, more than {schema.MAX_BATCH_BYTES}"
+            f"{action}: the batch is {sum(sizes)} bytes, more than {rules.MAX_BATCH_BYTES}"
             " (BatchRequestTooLong)"
         )
     return sizes
@@ -66,7 +67,7 @@ class PlainSend(NamedTuple):
     longest: int  # bytes of the longest body
     delay: int | None  # of every entry
 
-    def fits(self, queue: schema.QueueSettings) -> bool:
+    def fits(self, queue: rules.QueueSettings) -> bool:
         """Whether the queue takes every entry as it is: not FIFO, no body too large."""
         return not queue.fifo and self.longest <= queue.max_size
 
@@ -89,14 +90,14 @@ def plain_send(batches: Sequence[Sequence[SendEntry]]) -> PlainSend | None:
         return None
     distinct_delays = set(delays)
     delay = distinct_delays.pop()
-    if distinct_delays or (delay is not None and not 0 <= delay <= schema.MAX_DELAY):
+    if distinct_delays or (delay is not None and not 0 <= delay <= rules.MAX_DELAY):
         return None
     if not 1 <= min(map(len, ids)) <= max(map(len, ids)) <= _MAX_ID:
         return None
     if not _ID_TEXT.fullmatch("".join(ids)):
         return None
     longest = max(map(len, bodies))
-    if longest * MAX_BATCH > schema.MAX_BATCH_BYTES:
+    if longest * MAX_BATCH > rules.MAX_BATCH_BYTES:
         return None  # a batch might be too long: add each up
     entry_ids = []
     start = 0
@@ -112,7 +113,7 @@ def plain_send(batches: Sequence[Sequence[SendEntry]]) -> PlainSend | None:
 def insert_plain(
     conn: sqlite3.Connection,
     qid: int,
-    queue: schema.QueueSettings,
+    queue: rules.QueueSettings,
     plain: PlainSend,
     new_ids: schema.MessageIds,
     now: float,
@@ -136,7 +137,7 @@ def insert_plain(
 def insert_rows(
     conn: sqlite3.Connection,
     qid: int,
-    queue: schema.QueueSettings,
+    queue: rules.QueueSettings,
     batches: Sequence[Sequence[SendEntry]],
     sizes: Sequence[list[int]],
     new_ids: schema.MessageIds,
@@ -150,7 +151,7 @@ def insert_rows(
     for entries, entry_sizes, result in zip(batches, sizes, results, strict=True):
         message_ids = new_ids(len(entries))
         for entry, size, message_id in zip(entries, entry_sizes, message_ids, strict=True):
-            error = schema.entry_error(queue, entry, size)
+            error = rules.entry_error(queue, entry, size)
             if error is not None:
                 result.failed.append(error)
                 continue
@@ -178,6 +179,6 @@ def _duplicate_of(
         return str(row[0])
     conn.execute(
         "insert into dedup (qid, dedup_id, message_id, expires) values (?, ?, ?, ?)",
-        (qid, dedup_id, message_id, now + schema.DEDUP_WINDOW),
+        (qid, dedup_id, message_id, now + rules.DEDUP_WINDOW),
     )
     return None
