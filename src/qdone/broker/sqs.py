@@ -1,8 +1,8 @@
 """Amazon SQS (or any SQS-compatible server): a thin mapping of the Broker interface.
 
-This module and ``cloudwatch.py`` are the only ones that know about the AWS SDK;
-every botocore error is translated here into a ``QdoneError``. Clients are made
-lazily, once, from one session, and shared by all threads.
+This module, ``sqs_client.py`` (clients and error translation), ``sqs_messages.py``
+(message shapes) and ``cloudwatch.py`` are the only ones that know about the AWS
+SDK; every botocore error is translated into a ``QdoneError`` in ``sqs_client``.
 
 Call counting: ``calls`` counts HTTP requests actually sent, by action, through
 botocore's ``before-send`` event, so a request that botocore retries counts once
@@ -12,38 +12,15 @@ per attempt and a call refused before sending (no credentials) counts zero.
 from __future__ import annotations
 
 import datetime as dt
-import logging
 import os
-import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, cast
 from urllib.parse import urlsplit
 
-import boto3
-from botocore.config import Config
-from botocore.exceptions import (
-    BotoCoreError,
-    ClientError,
-    HTTPClientError,
-    NoCredentialsError,
-    PartialCredentialsError,
-    ProfileNotFound,
-)
-from botocore.exceptions import ConnectionError as BotoConnectionError
-
-from ..errors import (
-    BrokerError,
-    BrokerUnavailable,
-    ConfigError,
-    FailedEntry,
-    QdoneError,
-    QueueAlreadyExists,
-    QueueDeletedRecently,
-    QueueNotFound,
-)
 from . import cloudwatch
+from . import sqs_messages as shapes
 from .base import (
     BatchResult,
     Broker,
@@ -53,6 +30,7 @@ from .base import (
     SendEntry,
     SendResult,
 )
+from .sqs_client import MAX_WAIT_TIME, Clients, env_endpoint, mapped
 
 if TYPE_CHECKING:
     from mypy_boto3_cloudwatch import CloudWatchClient
@@ -63,62 +41,17 @@ if TYPE_CHECKING:
     from mypy_boto3_sqs import SQSClient
     from mypy_boto3_sqs.literals import QueueAttributeFilterType, QueueAttributeNameType
     from mypy_boto3_sqs.type_defs import (
-        BatchResultErrorEntryTypeDef,
         ChangeMessageVisibilityBatchRequestEntryTypeDef,
         CreateQueueRequestTypeDef,
         DeleteMessageBatchRequestEntryTypeDef,
         ListQueuesRequestTypeDef,
-        MessageAttributeValueTypeDef,
-        MessageTypeDef,
         ReceiveMessageRequestTypeDef,
-        SendMessageBatchRequestEntryTypeDef,
         SendMessageRequestTypeDef,
     )
 
 __all__ = ["SqsBroker"]
 
-log = logging.getLogger(__name__)
-
 DEFAULT_REGION = "us-east-1"
-MAX_WAIT_TIME = 20  # SQS's longest long poll
-_SYSTEM_ATTRIBUTES = ["ApproximateReceiveCount", "SentTimestamp", "MessageGroupId"]
-_SERVICE_IDS = {"sqs": "SQS", "cloudwatch": "CloudWatch"}
-
-_NOT_FOUND = {"QueueDoesNotExist", "AWS.SimpleQueueService.NonExistentQueue"}
-_EXISTS = {"QueueAlreadyExists", "QueueNameExists"}
-_DELETED_RECENTLY = {"QueueDeletedRecently", "AWS.SimpleQueueService.QueueDeletedRecently"}
-_BAD_CREDENTIALS = {
-    "InvalidClientTokenId",
-    "UnrecognizedClientException",
-    "SignatureDoesNotMatch",
-    "ExpiredToken",
-    "ExpiredTokenException",
-    "InvalidSecurity",
-}
-_CREDENTIALS_HINT = (
-    "set AWS_PROFILE, or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or run `aws configure`"
-)
-
-
-def _client_config() -> Config:
-    """A new Config per client: botocore writes the resolved retry settings into
-    the ``retries`` dict it is given, so a shared one would freeze the first's."""
-    # Long polls last up to 20 s, so reads wait longer than that; a worker polls
-    # many queues from many threads through one client, so its pool is large.
-    return Config(
-        retries={"mode": "standard"},
-        connect_timeout=5,
-        read_timeout=MAX_WAIT_TIME + 10,
-        max_pool_connections=50,
-        tcp_keepalive=True,
-    )
-
-
-def _env_endpoint(service_env: str) -> str | None:
-    """The endpoint botocore would take from the environment for one service."""
-    if os.environ.get("AWS_IGNORE_CONFIGURED_ENDPOINT_URLS", "").lower() == "true":
-        return None
-    return os.environ.get(service_env) or os.environ.get("AWS_ENDPOINT_URL") or None
 
 
 def _partition(region: str) -> str:
@@ -127,23 +60,6 @@ def _partition(region: str) -> str:
     if region.startswith("us-gov-"):
         return "aws-us-gov"
     return "aws"
-
-
-def _system_attributes_param(client: SQSClient) -> str:
-    """``MessageSystemAttributeNames``, or ``AttributeNames`` before botocore knew it (2024)."""
-    shape = client.meta.service_model.operation_model("ReceiveMessage").input_shape
-    new = "MessageSystemAttributeNames"
-    return new if shape is not None and new in shape.members else "AttributeNames"
-
-
-def _failed(entries: Iterable[BatchResultErrorEntryTypeDef]) -> list[FailedEntry]:
-    # SenderFault is a bool on the wire, but some SQS emulators send "true"/"false".
-    return [
-        FailedEntry(
-            e["Id"], e["Code"], e.get("Message", ""), str(e["SenderFault"]).lower() == "true"
-        )
-        for e in entries
-    ]
 
 
 class SqsBroker(Broker):
@@ -170,13 +86,9 @@ class SqsBroker(Broker):
             or os.environ.get("AWS_DEFAULT_REGION")
             or DEFAULT_REGION
         )
-        self._explicit_endpoint = endpoint_url
-        self.endpoint_url = endpoint_url or _env_endpoint("AWS_ENDPOINT_URL_SQS")
+        self.endpoint_url = endpoint_url or env_endpoint("AWS_ENDPOINT_URL_SQS")
         self._clock = clock
-        self._lock = threading.Lock()
-        self._session: boto3.session.Session | None = None
-        self._sqs_client: SQSClient | None = None
-        self._cw_client: CloudWatchClient | None = None
+        self._clients = Clients(self.region, self.endpoint_url, endpoint_url, self._count_request)
         self._urls: dict[str, str] = {}
 
     def describe(self) -> str:
@@ -184,121 +96,23 @@ class SqsBroker(Broker):
             return f"SQS at {self.endpoint_url} (region {self.region})"
         return f"SQS in {self.region}"
 
-    # -- clients -----------------------------------------------------------------
-
-    def _count_request(self, event_name: str, **_: Any) -> None:
-        _event, service_id, action = event_name.split(".", 2)
-        with self._lock:
-            self.calls.count(_SERVICE_IDS.get(service_id, service_id), action)
-
-    def _new_client(self, service: str, endpoint_url: str | None) -> Any:
-        """A client of ``service`` from the shared session; call with the lock held."""
-        try:
-            if self._session is None:
-                self._session = boto3.session.Session()
-            client = self._session.client(
-                service,  # type: ignore[call-overload]
-                region_name=self.region,
-                endpoint_url=endpoint_url,
-                config=_client_config(),
-            )
-        except ProfileNotFound as exc:
-            raise ConfigError(str(exc), hint=_CREDENTIALS_HINT) from exc
-        except ValueError as exc:  # botocore's "Invalid endpoint" or a malformed region
-            if "region" in str(exc).lower():
-                raise ConfigError(f"invalid AWS region {self.region!r}: {exc}") from exc
-            raise ConfigError(f"cannot use endpoint {endpoint_url!r}: {exc}") from exc
-        client.meta.events.register(f"before-send.{service}", self._count_request)
-        log.debug("created %s client", service, extra={"region": self.region})
-        return client
+    def _count_request(self, service: str, action: str) -> None:
+        self.calls.count(service, action)
 
     def _sqs(self) -> SQSClient:
-        if self._sqs_client is None:
-            with self._lock:
-                if self._sqs_client is None:
-                    self._sqs_client = cast("SQSClient", self._new_client("sqs", self.endpoint_url))
-        return self._sqs_client
+        return self._clients.sqs()
 
     def _cloudwatch(self) -> CloudWatchClient:
-        if self._cw_client is None:
-            with self._lock:
-                if self._cw_client is None:
-                    client = self._new_client("cloudwatch", self._explicit_endpoint)
-                    self._cw_client = cast("CloudWatchClient", client)
-        return self._cw_client
-
-    def _endpoint_of(self, service: str) -> str:
-        if service == "SQS":
-            given = self.endpoint_url
-            client: Any = self._sqs_client
-        else:
-            given = self._explicit_endpoint or _env_endpoint("AWS_ENDPOINT_URL_CLOUDWATCH")
-            client = self._cw_client
-        if given:
-            return given
-        return str(client.meta.endpoint_url) if client is not None else f"AWS ({self.region})"
+        return self._clients.cloudwatch()
 
     def close(self) -> None:
-        with self._lock:
-            for client in (self._sqs_client, self._cw_client):
-                if client is not None:
-                    client.close()
-            self._sqs_client = self._cw_client = None
-
-    # -- errors ------------------------------------------------------------------
+        self._clients.close()
 
     @contextmanager
     def _mapped(self, service: str = "SQS", queue: str | None = None) -> Iterator[None]:
         """Translate botocore errors raised inside the block; ``queue`` names the queue."""
-        try:
+        with mapped(self._clients, service, queue, lambda name: self._urls.pop(name, None)):
             yield
-        except ClientError as exc:
-            raise self._client_error(exc, service, queue) from exc
-        except (NoCredentialsError, PartialCredentialsError) as exc:
-            raise BrokerUnavailable(
-                f"no usable AWS credentials for {service}: {exc}", hint=_CREDENTIALS_HINT
-            ) from exc
-        except BotoConnectionError as exc:  # no connection could be made
-            endpoint = exc.kwargs.get("endpoint_url") or self._endpoint_of(service)
-            raise BrokerUnavailable(f"cannot reach {service} at {endpoint}: {exc}") from exc
-        except HTTPClientError as exc:
-            # The connection broke or timed out mid-request: the request may have
-            # reached the queue. Not "unreachable": the next call may well succeed.
-            endpoint = exc.kwargs.get("endpoint_url") or self._endpoint_of(service)
-            raise BrokerError(
-                f"the connection to {service} at {endpoint} failed during the call, which "
-                f"may or may not have taken effect: {exc}"
-            ) from exc
-        except BotoCoreError as exc:
-            raise BrokerError(f"{service} call failed: {exc}") from exc
-
-    def _client_error(self, exc: ClientError, service: str, queue: str | None) -> QdoneError:
-        error = exc.response.get("Error", {})
-        codes = {error.get("Code", ""), str(error.get("QueryErrorCode", ""))}
-        message = error.get("Message") or str(exc)
-        action = exc.operation_name
-        if codes & _NOT_FOUND:
-            if queue is not None:
-                self._urls.pop(queue, None)
-            return QueueNotFound(queue or "?")
-        if codes & _EXISTS:
-            return QueueAlreadyExists(
-                f"queue {queue} already exists with different attributes",
-                hint="run `qdone check` to compare and fix its attributes",
-            )
-        if codes & _DELETED_RECENTLY:
-            return QueueDeletedRecently(
-                f"cannot create queue {queue}: SQS refuses to re-create a queue "
-                "for 60 seconds after it was deleted",
-                hint="wait a minute and try again",
-            )
-        if codes & _BAD_CREDENTIALS:
-            return BrokerUnavailable(
-                f"{service} rejected the AWS credentials ({action}): {message}",
-                hint=_CREDENTIALS_HINT,
-            )
-        code = error.get("QueryErrorCode") or error.get("Code", "Error")
-        return BrokerError(f"{service} {action} failed: {code}: {message}")
 
     # -- queues ------------------------------------------------------------------
 
@@ -375,34 +189,18 @@ class SqsBroker(Broker):
     # -- messages ----------------------------------------------------------------
 
     def send(self, url: str, entry: SendEntry) -> str:
-        fields = {k: v for k, v in self._send_entry(entry).items() if k != "Id"}
+        fields = {k: v for k, v in shapes.send_entry(entry).items() if k != "Id"}
         request = cast("SendMessageRequestTypeDef", {"QueueUrl": url, **fields})
         with self._mapped(queue=self.queue_name(url)):
             response = self._sqs().send_message(**request)
         return response["MessageId"]
 
     def send_batch(self, url: str, entries: Sequence[SendEntry]) -> SendResult:
-        batch = [self._send_entry(e) for e in entries]
+        batch = [shapes.send_entry(e) for e in entries]
         with self._mapped(queue=self.queue_name(url)):
             response = self._sqs().send_message_batch(QueueUrl=url, Entries=batch)
         sent = {s["Id"]: s["MessageId"] for s in response.get("Successful", [])}
-        return SendResult(sent, _failed(response.get("Failed", [])))
-
-    @staticmethod
-    def _send_entry(entry: SendEntry) -> SendMessageBatchRequestEntryTypeDef:
-        request: SendMessageBatchRequestEntryTypeDef = {"Id": entry.id, "MessageBody": entry.body}
-        if entry.group_id is not None:
-            request["MessageGroupId"] = entry.group_id
-        if entry.dedup_id is not None:
-            request["MessageDeduplicationId"] = entry.dedup_id
-        if entry.delay is not None:
-            request["DelaySeconds"] = entry.delay
-        if entry.attributes:
-            values: dict[str, MessageAttributeValueTypeDef] = {
-                k: {"DataType": "String", "StringValue": v} for k, v in entry.attributes.items()
-            }
-            request["MessageAttributes"] = values
-        return request
+        return SendResult(sent, shapes.failed(response.get("Failed", [])))
 
     def receive(
         self, url: str, max_messages: int, visibility_timeout: int, wait_time: float
@@ -416,28 +214,9 @@ class SqsBroker(Broker):
         }
         with self._mapped(queue=self.queue_name(url)):
             client = self._sqs()
-            request[_system_attributes_param(client)] = _SYSTEM_ATTRIBUTES
+            request[shapes.system_attributes_param(client)] = shapes.SYSTEM_ATTRIBUTES
             response = client.receive_message(**cast("ReceiveMessageRequestTypeDef", request))
-        return [self._message(url, m) for m in response.get("Messages", [])]
-
-    @staticmethod
-    def _message(url: str, m: MessageTypeDef) -> Message:
-        system = m.get("Attributes", {})
-        attributes = {
-            k: v["StringValue"]
-            for k, v in m.get("MessageAttributes", {}).items()
-            if "StringValue" in v
-        }
-        return Message(
-            queue_url=url,
-            message_id=m["MessageId"],
-            receipt=m["ReceiptHandle"],
-            body=m.get("Body", ""),
-            receive_count=int(system.get("ApproximateReceiveCount", "1")),
-            sent_at=int(system.get("SentTimestamp", "0")) / 1000,
-            group_id=system.get("MessageGroupId"),
-            attributes=attributes,
-        )
+        return [shapes.message(url, m) for m in response.get("Messages", [])]
 
     def delete_batch(self, url: str, entries: Sequence[Receipt]) -> BatchResult:
         batch: list[DeleteMessageBatchRequestEntryTypeDef] = [
@@ -446,7 +225,7 @@ class SqsBroker(Broker):
         with self._mapped(queue=self.queue_name(url)):
             response = self._sqs().delete_message_batch(QueueUrl=url, Entries=batch)
         ok = [s["Id"] for s in response.get("Successful", [])]
-        return BatchResult(ok, _failed(response.get("Failed", [])))
+        return BatchResult(ok, shapes.failed(response.get("Failed", [])))
 
     def change_visibility_batch(self, url: str, entries: Sequence[ChangeVisibility]) -> BatchResult:
         batch: list[ChangeMessageVisibilityBatchRequestEntryTypeDef] = [
@@ -456,7 +235,7 @@ class SqsBroker(Broker):
         with self._mapped(queue=self.queue_name(url)):
             response = self._sqs().change_message_visibility_batch(QueueUrl=url, Entries=batch)
         ok = [s["Id"] for s in response.get("Successful", [])]
-        return BatchResult(ok, _failed(response.get("Failed", [])))
+        return BatchResult(ok, shapes.failed(response.get("Failed", [])))
 
     # -- CloudWatch --------------------------------------------------------------
 
