@@ -6,17 +6,28 @@ costs the worker 128 KiB. At ``kill_after`` seconds the job's whole process grou
 gets SIGTERM, and SIGKILL after ``grace`` seconds more: grandchildren die too,
 even one that traps SIGTERM. A failed job is data (``JobResult``), never an
 exception.
+
+The command is the shell's ``-c`` argument, after ``--`` (a command may start
+with ``-``). Linux refuses an argument over 128 KiB, and a queue takes commands
+up to 1 MiB: a command over ``ARG_LIMIT`` bytes goes in an unnamed file (a
+``memfd``; elsewhere an unlinked temporary file) that the shell gets as
+descriptor 3 and runs with ``. /dev/fd/3``. The file's first line closes
+descriptor 3, so the command itself sees the same descriptors, environment,
+niceness, process group, stdin and ``$0`` as a short one; nothing is left on
+disk.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import functools
 import math
 import os
 import select
 import signal
 import sys
+import tempfile
 import threading
 import time
 from collections import deque
@@ -26,6 +37,7 @@ from dataclasses import dataclass
 from .spawn import environ, job_environment, spawn
 
 __all__ = [
+    "ARG_LIMIT",
     "GRACE",
     "NICE",
     "TAIL_BYTES",
@@ -42,6 +54,11 @@ GRACE = 3.0  # seconds between SIGTERM and SIGKILL
 NICE = 10  # added to the worker's niceness, as Node qdone runs `nice`
 _READ = 65_536
 _SHELL = "/bin/sh"
+# Bytes of a command passed as an argument; longer ones go through a file. (Linux
+# refuses one argument of 128 KiB or more with E2BIG; this leaves room to spare.)
+ARG_LIMIT = 100_000
+_FROM_FD = ". /dev/fd/3"  # the shell runs the file on its descriptor 3
+_FIRST_LINE = b"exec 3<&-\n"  # and the command does not see that descriptor
 _FD_DIR = "/proc/self/fd"
 
 
@@ -166,16 +183,12 @@ class Job:
     def start(self) -> None:
         """Start the command; raises ``OSError`` when it cannot be started."""
         self._started = self._clock()
+        argv, script = _shell_argv(self.command)
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
+        fds = (_devnull(), out_w, err_w) if script is None else (_devnull(), out_w, err_w, script)
         try:
-            self._pid = spawn(
-                _SHELL,
-                (_SHELL, "-c", self.command),
-                self._env,
-                (_devnull(), out_w, err_w),
-                _inherited_fds(),
-            )
+            self._pid = spawn(_SHELL, argv, self._env, fds, _inherited_fds())
         except BaseException:
             os.close(out_r)
             os.close(err_r)
@@ -183,6 +196,8 @@ class Job:
         finally:
             os.close(out_w)
             os.close(err_w)
+            if script is not None:
+                os.close(script)
         self._pipes = {out_r: self.stdout, err_r: self.stderr}
         if getattr(_thread, "niced", False):
             return  # started niced: it inherited this thread's niceness
@@ -280,6 +295,38 @@ class Job:
                 return
             time.sleep(0.02)
         self._signal_group(signal.SIGKILL)
+
+
+def _shell_argv(command: str) -> tuple[tuple[str, ...], int | None]:
+    """The shell's arguments for ``command``, and the descriptor to give it as 3
+    (None for a command short enough to be an argument)."""
+    if len(command) * 4 < ARG_LIMIT:  # at most 4 bytes a character: short for sure
+        return (_SHELL, "-c", "--", command), None
+    data = command.encode(*_FS)
+    if len(data) < ARG_LIMIT:
+        return (_SHELL, "-c", "--", command), None
+    return (_SHELL, "-c", "--", _FROM_FD), _script(_FIRST_LINE + data)
+
+
+def _script(data: bytes) -> int:
+    """A descriptor of an unnamed file holding ``data``, at offset 0; close-on-exec,
+    and numbered 10 or above, clear of the descriptors a job is given."""
+    try:
+        fd = os.memfd_create("qdone-command", os.MFD_CLOEXEC)
+    except (AttributeError, OSError):  # not Linux
+        fd, path = tempfile.mkstemp(prefix="qdone-command-")
+        os.unlink(path)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view) :]
+        os.lseek(fd, 0, os.SEEK_SET)
+        return fcntl.fcntl(fd, fcntl.F_DUPFD_CLOEXEC, 10)
+    finally:
+        os.close(fd)
+
+
+_FS = (sys.getfilesystemencoding(), sys.getfilesystemencodeerrors())  # as os.fsencode
 
 
 @functools.cache

@@ -7,7 +7,8 @@ thread, the ones reading output, reaping and receiving too, for as long as the
 exec takes. A foreign call through ``ctypes`` releases the lock, so on glibc the
 call is made that way; elsewhere ``os.posix_spawn`` does the same work.
 
-Both give the child: stdin, stdout and stderr on the given descriptors, a new
+Both give the child: stdin, stdout and stderr (and any further descriptors, as
+3, 4, …) on the given descriptors, a new
 session (so a process group to signal as a whole), an empty signal mask, and
 SIGPIPE and SIGXFSZ back at their defaults (Python ignores them).
 """
@@ -121,12 +122,14 @@ def spawn(
     path: str,
     argv: Sequence[str],
     env: Sequence[bytes],
-    fds: tuple[int, int, int],
+    fds: Sequence[int],
     close: Sequence[int] = (),
 ) -> int:
     """Start ``path`` with ``argv`` and ``env`` (``b"NAME=value"`` items), with
-    ``fds`` as its stdin, stdout and stderr and ``close`` closed; its pid. Raises
-    ``OSError`` when it cannot be started."""
+    ``fds`` as its stdin, stdout, stderr (and descriptors 3, 4, … after them) and
+    ``close`` closed, but for those; its pid. Raises ``OSError`` when it cannot be
+    started."""
+    close = [fd for fd in close if fd >= len(fds)]
     libc = _libc()
     if libc is None:
         return _spawn_os(path, argv, env, fds, close)
@@ -153,7 +156,7 @@ def _spawn_os(
     path: str,
     argv: Sequence[str],
     env: Sequence[bytes],
-    fds: tuple[int, int, int],
+    fds: Sequence[int],
     close: Sequence[int],
 ) -> int:
     environ = dict(item.split(b"=", 1) for item in env)
