@@ -155,6 +155,26 @@ def test_fifo_redrive_then_the_group_goes_on(store: SqliteBroker) -> None:
     assert _bodies(store, dead) == ["1"]
 
 
+def test_made_visible_with_no_receive_left_moves_at_once(store: SqliteBroker) -> None:
+    dead = store.create_queue("q_failed", {})
+    policy = {"deadLetterTargetArn": store.queue_arn(dead), "maxReceiveCount": 2}
+    url = store.create_queue("q", {"RedrivePolicy": json.dumps(policy)})
+    _send(store, url, "a", "b")
+    first = store.receive(url, 10, 30, 0)
+    # One receive used of two: made visible, both stay.
+    store.change_visibility_batch(
+        url, [ChangeVisibility(m.message_id, m.receipt, 0) for m in first]
+    )
+    assert _counts(store, url) == ("2", "0", "0") and _counts(store, dead) == ("0", "0", "0")
+    a, b = sorted(store.receive(url, 10, 30, 0), key=lambda m: m.body)
+    # The last receive: hidden again, it stays; made visible, it moves in that call.
+    store.change_visibility_batch(url, [ChangeVisibility("a", a.receipt, 60)])
+    store.change_visibility_batch(url, [ChangeVisibility("b", b.receipt, 0)])
+    assert _counts(store, url) == ("0", "1", "0")
+    [moved] = store.receive(dead, 10, 30, 0)
+    assert (moved.body, moved.receive_count) == ("b", 1)
+
+
 def test_active_since(store: SqliteBroker, clock: Clock) -> None:
     url = store.create_queue("q", {})
     other = store.create_queue("other", {})

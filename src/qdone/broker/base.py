@@ -24,7 +24,9 @@ Messages
     seconds for the first one. Each receive adds one to a message's receive
     count. A message whose receive count has reached the queue's
     ``maxReceiveCount`` is, on its next receive, moved to the dead-letter
-    target instead of being returned (redrive). On a FIFO queue a group with a
+    target instead of being returned (redrive); a broker may move it as soon as
+    its visibility is changed to 0 (the SQLite store does: no receive can tell the
+    difference). On a FIFO queue a group with a
     message in flight yields nothing more until that message is deleted or
     visible again, and messages of a group come in the order sent.
     ``delete_batch`` and ``change_visibility_batch`` take up to 10 receipts.

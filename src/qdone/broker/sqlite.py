@@ -313,7 +313,9 @@ class SqliteBroker(Broker):
         valid = [e for e in entries if 0 <= e.timeout <= rules.MAX_VISIBILITY]
         sql = "update messages set visible_at = ? where id = ? and qid = ? and receipt = ?"
         work: list[receiving.ByReceipt] = [(e.id, e.receipt, (now + e.timeout,)) for e in valid]
-        result = receiving.by_receipt(self._conn(), url, sql, [work], False, self._clock)[0]
+        result = receiving.by_receipt(
+            self._conn(), url, sql, [work], False, self._clock, then=receiving.redrive_now
+        )[0]
         text = f"visibility timeout must be 0 to {rules.MAX_VISIBILITY} s"
         result.failed.extend(
             rules.failed_entry(e.id, "InvalidParameterValue", text)

@@ -6,6 +6,8 @@ FIFO: a group with a message in flight yields nothing; otherwise one receive may
 return several consecutive messages of a group, in the order sent (as SQS does).
 Deleting or changing the visibility of a message needs the receipt of its latest
 receive: an older receipt fails for that entry and leaves the newer claim alone.
+A message made visible at once with no receive left (a job's last attempt failed)
+is moved to the dead-letter queue in the same transaction, not at a later receive.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from . import sqlite_rules as rules
 from . import sqlite_schema as schema
 from .base import BatchResult, Message
 
-__all__ = ["ByReceipt", "by_receipt", "receive_once"]
+__all__ = ["ByReceipt", "by_receipt", "receive_once", "redrive_now"]
 
 # An entry of a batch by receipt: its id, the receipt, the SQL's leading parameters.
 ByReceipt = tuple[str, str, tuple[float, ...]]
@@ -197,20 +199,47 @@ def by_receipt(
     batches: list[list[ByReceipt]],
     touch: bool,
     clock: Callable[[], float],
+    then: Callable[[sqlite3.Connection, queues.QueueRow, list[int], float], None] | None = None,
 ) -> list[BatchResult]:
     """Run ``sql``, in one transaction, on the message that each ``(id, receipt,
     leading parameters)`` entry of each batch names, if its receipt is still the
-    latest; a result per batch. ``touch`` marks the queue active."""
+    latest; a result per batch. ``touch`` marks the queue active; ``then`` gets the
+    rows done, in the same transaction."""
     results = [BatchResult(ok=[], failed=[]) for _ in batches]
     with schema.transaction(conn):
         queue = queues.find(conn, queues.queue_name(url))
+        done: list[int] = []
         for entries, result in zip(batches, results, strict=True):
             for entry_id, receipt, values in entries:
                 row_id, token = schema.parse_receipt(receipt)
                 if conn.execute(sql, (*values, row_id, queue.qid, token)).rowcount == 1:
                     result.ok.append(entry_id)
+                    done.append(row_id)
                 else:
                     result.failed.append(rules.invalid_receipt(entry_id))
+        if then is not None and done:
+            then(conn, queue, done, clock())
         if touch and any(result.ok for result in results):
             queues.touch_busy(conn, queue, clock())
     return results
+
+
+def redrive_now(
+    conn: sqlite3.Connection, queue: queues.QueueRow, rows: list[int], now: float
+) -> None:
+    """Of ``rows`` just changed, move those now visible with no receive left to the
+    dead-letter queue at once: the store owns the redrive, so a failed job is in the
+    failed queue as soon as its worker lets it go, not at some later receive (on
+    SQS the next receive moves it; nothing but timing tells the two apart)."""
+    if queue.settings.dead_letter is None or queue.settings.max_receives is None:
+        return
+    claim = _claim(conn, queue, now)
+    if claim.dead_letter is None:
+        return
+    placeholders = ", ".join("?" * len(rows))
+    found = conn.execute(
+        f"select {_ROW} from messages where qid = ? and visible_at <= ?"
+        f" and receive_count >= ? and id in ({placeholders})",
+        (queue.qid, now, claim.max_receives, *rows),
+    )
+    _settle(conn, claim, [(row, _fate(claim, row)) for row in map(_Row._make, found.fetchall())])

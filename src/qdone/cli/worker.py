@@ -94,9 +94,16 @@ def _error_message(result: JobResult, kill_after: int) -> str:
 class WorkerView:
     """Renders worker events: human lines and JSON lines (see the module docstring)."""
 
-    def __init__(self, output: Output, kill_after: int) -> None:
+    def __init__(self, output: Output, kill_after: int, concurrency: int = 1) -> None:
         self.out = output
         self.kill_after = kill_after
+        # Jobs running at once interleave their lines: each then names its job.
+        self.label_jobs = concurrency > 1
+
+    def _job_line(self, job: str, text: str, indent: int = 2) -> None:
+        """A human line about ``job``, indented; led by the job's id when jobs run at once."""
+        lead = f"  [{job}] " + " " * (indent - 2) if self.label_jobs else " " * indent
+        self.out.info(lead + text)
 
     def __call__(self, event: Event) -> None:
         handler = getattr(self, f"_on_{type(event).__name__}")
@@ -117,15 +124,15 @@ class WorkerView:
     def _on_JobStarted(self, e: JobStarted) -> None:
         attempt = f" (attempt {e.attempt})" if e.attempt > 1 else ""
         self.out.info(f"Found job {e.job} on {e.queue}{attempt}")
-        self.out.info(self.out.style(f"  executing: {e.command}", "dim"))
+        self._job_line(e.job, self.out.style(f"executing: {e.command}", "dim"))
 
     def _on_JobArchived(self, e: JobArchived) -> None:
         self.out.result(e.command)
 
     def _on_JobSucceeded(self, e: JobSucceeded) -> None:
         r = e.result
-        self.out.info("  " + self.out.style("SUCCESS", "green") + f" in {r.duration:.3f} s")
-        self._human_output(r)
+        self._job_line(e.job, self.out.style("SUCCESS", "green") + f" in {r.duration:.3f} s")
+        self._human_output(e.job, r)
         self.out.event(
             "JOB_SUCCEEDED",
             {
@@ -142,18 +149,24 @@ class WorkerView:
     def _on_JobFailed(self, e: JobFailed) -> None:
         r = e.result
         message = _error_message(r, self.kill_after)
-        self.out.info("  " + self.out.style("FAILED", "red") + f": {message}")
+        self._job_line(e.job, self.out.style("FAILED", "red") + f": {message}")
         if r.exit_code is not None:
-            self.out.info(f"  code: {r.exit_code}")
+            self._job_line(e.job, f"code: {r.exit_code}")
         if r.signal_name:
-            self.out.info(f"  signal: {r.signal_name}")
-        self._human_output(r)
-        if e.final:
-            self.out.info("  no attempt left: the redrive moves it to the failed queue")
+            self._job_line(e.job, f"signal: {r.signal_name}")
+        self._human_output(e.job, r)
+        if e.returns_in is not None:
+            self._job_line(
+                e.job,
+                f"{e.queue} has no redrive policy: the job is not retried here, and is "
+                f"visible again in {e.returns_in} s (the queue's visibility timeout)",
+            )
+        elif e.final:
+            self._job_line(e.job, "no attempt left: the redrive moves it to the failed queue")
         self.out.event("JOB_FAILED", _failed_fields(e, message))
 
     def _on_JobRetry(self, e: JobRetry) -> None:
-        self.out.info(self.out.style(f"  retrying in {e.delay} s", "yellow"))
+        self._job_line(e.job, self.out.style(f"retrying in {e.delay} s", "yellow"))
         self.out.event(
             "JOB_RETRY",
             {
@@ -173,7 +186,8 @@ class WorkerView:
         self.out.event("WORKER_WAITING", {"jobs": e.jobs, "receives": e.receives})
 
     def _on_Summary(self, e: Summary) -> None:
-        line = f"Ran {e.ran} jobs: {e.succeeded} succeeded, {e.failed} failed"
+        jobs = "1 job" if e.ran == 1 else f"{e.ran} jobs"
+        line = f"Ran {jobs}: {e.succeeded} succeeded, {e.failed} failed"
         if e.retried:
             line += f" ({e.retried} will be retried)"
         if e.archived:
@@ -191,12 +205,12 @@ class WorkerView:
             },
         )
 
-    def _human_output(self, r: JobResult) -> None:
+    def _human_output(self, job: str, r: JobResult) -> None:
         for name, text in (("stdout", r.stdout), ("stderr", r.stderr)):
             if text.strip():
-                self.out.info(self.out.style(f"  {name}:", "dim"))
+                self._job_line(job, self.out.style(f"{name}:", "dim"))
                 for line in _tail(text).splitlines():
-                    self.out.info(f"    {line}")
+                    self._job_line(job, line, indent=4)
 
 
 def _failed_fields(e: JobFailed, message: str) -> dict[str, Any]:
@@ -213,6 +227,7 @@ def _failed_fields(e: JobFailed, message: str) -> dict[str, Any]:
         "attempt": e.attempt,
         "maxAttempts": e.max_attempts,
         "willRetry": not e.final,
+        "returnsIn": e.returns_in,
         "timedOut": r.timed_out or None,
         "duration": round(r.duration, 3),
     }
@@ -338,7 +353,8 @@ def worker_command(ctx: click.Context, /, queues: tuple[str, ...], **kw: Any) ->
         keep_going=True,  # a report that cannot be written changes no job
     )
     with open_for(options, output) as broker:
-        worker = Worker(broker, options, settings, on_event=WorkerView(output, settings.kill_after))
+        view = WorkerView(output, settings.kill_after, settings.concurrency)
+        worker = Worker(broker, options, settings, on_event=view)
         _install_signals(worker, output)
         summary = worker.run()
     if summary.killed:

@@ -88,8 +88,11 @@ class JobFailed:
     command: str
     attempt: int
     max_attempts: int | None  # None: the queue has no redrive policy
-    final: bool  # no attempt left: the redrive moves it to the failed queue
+    final: bool  # the worker will not retry it (the redrive moves it, or no redrive)
     result: JobResult
+    #: No redrive policy: seconds until the message is visible again (the queue's
+    #: visibility timeout); None on a queue with one.
+    returns_in: int | None = None
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,8 @@ from ..queues import names_for
 
 __all__ = ["QueueRef", "QueueResolver", "Resolution"]
 
-_ATTRIBUTES = ("RedrivePolicy", "MessageRetentionPeriod")
+DEFAULT_VISIBILITY = 30  # SQS's default VisibilityTimeout
+_ATTRIBUTES = ("RedrivePolicy", "MessageRetentionPeriod", "VisibilityTimeout")
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,7 @@ class QueueRef:
     fifo: bool
     max_receives: int | None  # the redrive policy's maxReceiveCount; None: no redrive
     retention: int  # seconds
+    visibility: int = DEFAULT_VISIBILITY  # the queue's VisibilityTimeout, seconds
 
 
 @dataclass(frozen=True)
@@ -113,6 +115,7 @@ class QueueResolver:
             retention=int(
                 attributes.get("MessageRetentionPeriod", DEFAULTS.message_retention_period)
             ),
+            visibility=int(attributes.get("VisibilityTimeout", DEFAULT_VISIBILITY)),
         )
 
 

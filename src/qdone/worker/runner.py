@@ -129,7 +129,8 @@ class Runner:
         return kept
 
     def _run_message(self, q: QueueRef, m: Message, received_at: float, pending: Pending) -> bool:
-        """Run (or archive) one message; True when it will be retried. A job that
+        """Run (or archive) one message; True when it holds its FIFO group back
+        (retried, or failed on a queue without redrive). A job that
         ends well leaves its delete and report in ``pending``."""
         try:
             if self.settings.archive:
@@ -195,12 +196,24 @@ class Runner:
     def _failed(self, q: QueueRef, m: Message, result: JobResult, received_at: float) -> bool:
         self._count("failed")
         attempts = q.max_receives
-        retry = attempts is None or m.receive_count < attempts
+        if attempts is None:
+            # No redrive policy (a failed queue): one attempt per visibility timeout,
+            # as with Node qdone; the worker never retries it, and a drain ends. On
+            # a FIFO queue it still holds its group back, so the rest is let go.
+            self._emit(
+                JobFailed(
+                    q.name, m.message_id, m.body, m.receive_count, None, True, result, q.visibility
+                )
+            )
+            self._acker.change(m, q.visibility)
+            return q.fifo
+        retry = m.receive_count < attempts
         self._emit(
             JobFailed(q.name, m.message_id, m.body, m.receive_count, attempts, not retry, result)
         )
         if not retry:
-            # Visible at once: the redrive moves it on its next receive, no waiting.
+            # Visible at once: the redrive moves it on its next receive (the SQLite
+            # store moves it at once), no waiting.
             self._acker.change(m, 0)
             return False
         now = self._clock()
