@@ -15,7 +15,7 @@ from click.testing import CliRunner
 from qdone.broker.base import Broker, SendEntry
 from qdone.broker.sqs import SqsBroker
 from qdone.cli import main, qdone
-from qdone.cli.queues import CLEAR_SCREEN, _Screen, render_table
+from qdone.cli.monitor import CLEAR_SCREEN, _Screen, render_table
 from qdone.config import Options, QueueOptions
 from qdone.errors import ExitCode, UsageError
 from qdone.idle import Counts

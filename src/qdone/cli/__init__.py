@@ -3,11 +3,16 @@ core, and turn results and ``QdoneError``s into output and exit codes.
 
 Global options are accepted before the command name and after it, as in Node
 qdone (``qdone worker q --region us-west-2``); each also reads a ``QDONE_*``
-environment variable."""
+environment variable.
+
+Commands are loaded lazily: ``COMMANDS`` names the module and function of each,
+and only the command that runs is imported (``--help`` imports them all), so
+``qdone enqueue`` never loads the worker or, on SQLite, the AWS SDK."""
 
 from __future__ import annotations
 
 import contextlib
+import importlib
 import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -16,14 +21,22 @@ import click
 
 from .. import __version__
 from ..errors import ExitCode, QdoneError
-from . import enqueue as enqueue_commands
-from . import queues as queue_commands
-from . import worker as worker_commands
 from .common import GLOBAL_KEY, global_options
 
-__all__ = ["main", "qdone"]
+__all__ = ["COMMANDS", "main", "qdone"]
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+#: Every command: its name and its click command as "module:function" within this
+#: package. Adding a command is one line here.
+COMMANDS: dict[str, str] = {
+    "check": "check:check_command",
+    "enqueue": "enqueue:enqueue_command",
+    "enqueue-batch": "enqueue:enqueue_batch_command",
+    "idle-queues": "idle:idle_queues_command",
+    "monitor": "monitor:monitor_command",
+    "worker": "worker:worker_command",
+}
 
 EPILOG = f"""\b
 Exit codes:
@@ -36,7 +49,27 @@ Exit codes:
 """
 
 
-@click.group(epilog=EPILOG, context_settings={"help_option_names": ["-h", "--help"]})
+class _LazyGroup(click.Group):
+    """A group whose commands are imported from ``COMMANDS`` when first asked for."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*COMMANDS, *self.commands})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.commands and cmd_name in COMMANDS:
+            module_name, _, attribute = COMMANDS[cmd_name].partition(":")
+            module = importlib.import_module(f"{__name__}.{module_name}")
+            command = getattr(module, attribute)
+            assert isinstance(command, click.Command), COMMANDS[cmd_name]
+            self.add_command(command, cmd_name)
+        return self.commands.get(cmd_name)
+
+
+@click.group(
+    cls=_LazyGroup,
+    epilog=EPILOG,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
 @click.version_option(__version__, "-V", "--version", prog_name="qdone")
 @global_options(envvars=True)
 @click.pass_context
@@ -50,11 +83,6 @@ def qdone(ctx: click.Context) -> None:
     command name.
     """
     ctx.meta.setdefault(GLOBAL_KEY, {})
-
-
-for _module in (enqueue_commands, worker_commands, queue_commands):
-    for _command in _module.COMMANDS:
-        qdone.add_command(_command)
 
 
 def _fail(err: QdoneError) -> int:

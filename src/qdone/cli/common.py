@@ -10,14 +10,13 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from ..broker import open_broker
-from ..broker.base import Broker
 from ..config import DEFAULTS, Options, QueueOptions
 from ..errors import UsageError
-from ..log import Output, forward_warnings
 
 if TYPE_CHECKING:
+    from ..broker.base import Broker
     from ..cache import Cache
+    from ..log import Output
 
 __all__ = [
     "GLOBAL_KEY",
@@ -28,6 +27,7 @@ __all__ = [
     "options_from",
     "parse_tags",
     "queue_options",
+    "quiet_stdout_output",
     "report_calls",
 ]
 
@@ -141,13 +141,24 @@ def options_from(ctx: click.Context) -> Options:
     )
 
 
+def quiet_stdout_output(verbose: bool) -> Output:
+    """Output whose stdout holds only results; notes and warnings go to stderr."""
+    from ..log import Output
+
+    return Output(verbose=verbose, json_lines=False)
+
+
 def make_output(options: Options) -> Output:
+    from ..log import Output
+
     return Output(verbose=options.verbose, json_lines=not sys.stderr.isatty())
 
 
 @contextmanager
 def open_for(options: Options, output: Output) -> Iterator[Broker]:
     """The broker for a command: named when verbose, calls reported, always closed."""
+    from ..broker import open_broker
+
     broker = open_broker(options)
     output.info(f"Using {broker.describe()}")
     try:
@@ -165,6 +176,7 @@ def cache_for(options: Options, output: Output) -> Iterator[Cache | None]:
         yield None
         return
     from ..cache import open_cache
+    from ..log import forward_warnings
 
     forward_warnings("qdone.cache", output)
     cache = open_cache(options.cache_uri, options.cache_prefix, options.cache_ttl_seconds)

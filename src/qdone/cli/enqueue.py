@@ -24,7 +24,7 @@ from .common import (
     with_queue_options,
 )
 
-__all__ = ["COMMANDS"]
+__all__ = ["enqueue_batch_command", "enqueue_command"]
 
 PROGRESS_MIN_LINES = 2_000  # below this, a batch ends before a bar would help
 
@@ -166,6 +166,3 @@ def _report(output: Output, outcome: BatchOutcome, total: int) -> None:
         output.error(summary)
         code = error.exit_code if error is not None else ExitCode.FAILURE
         raise SystemExit(int(code))
-
-
-COMMANDS = [enqueue_command, enqueue_batch_command]

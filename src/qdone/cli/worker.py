@@ -70,7 +70,7 @@ from ..worker.events import (
 )
 from .common import global_options, open_for, options_from
 
-__all__ = ["COMMANDS", "WorkerView", "worker_command"]
+__all__ = ["WorkerView", "worker_command"]
 
 TAIL_LINES = 20  # of each stream, in human output
 
@@ -365,6 +365,3 @@ def worker_command(ctx: click.Context, /, queues: tuple[str, ...], **kw: Any) ->
 
 def _stderr_tty() -> bool:
     return sys.stderr.isatty()
-
-
-COMMANDS = [worker_command]
