@@ -22,7 +22,6 @@ from .enqueue_checks import (
     check_command,
     group_by_queue,
 )
-from .enqueue_send import Sender, plan_sends, run_all
 from .queues import ensure_queue, validate_queue_options
 
 __all__ = [
@@ -89,6 +88,8 @@ def enqueue_batch(
     broker gains from it. FIFO queues keep their order: their batches go one by one.
     ``on_sent`` gets each queue's full name once, as soon as lines are on it.
     Returns what was sent and exactly which lines were not."""
+    from .enqueue_send import Sender, plan_sends, run_all  # threads: enqueue-batch only
+
     settings = settings or SendSettings()
     validate_queue_options(q)
     names = dict.fromkeys(line.queue for line in lines)  # in order of first use

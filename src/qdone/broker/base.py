@@ -40,6 +40,7 @@ Calls
 from __future__ import annotations
 
 import abc
+import functools
 import re
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
@@ -64,14 +65,20 @@ __all__ = [
 
 MAX_BATCH = 10  # entries per batch call, SQS's limit
 # Characters SQS refuses in a message body: those outside XML 1.0's character set.
-_INVALID_CHARACTER = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+_INVALID_CHARACTER = "[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]"
+
+
+@functools.cache
+def _invalid_characters() -> re.Pattern[str]:
+    # Compiled on first need (a few ms): most bodies are printable ASCII and never need it.
+    return re.compile(_INVALID_CHARACTER)
 
 
 def invalid_character(body: str) -> str | None:
     """The first character of ``body`` that SQS refuses in a message, or None."""
     if body.isascii() and body.isprintable():
         return None
-    found = _INVALID_CHARACTER.search(body)
+    found = _invalid_characters().search(body)
     return found.group() if found else None
 
 

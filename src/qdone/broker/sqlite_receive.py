@@ -13,7 +13,7 @@ is moved to the dead-letter queue in the same transaction, not at a later receiv
 from __future__ import annotations
 
 import json
-import secrets
+import os
 import sqlite3
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -183,7 +183,7 @@ def _settle(conn: sqlite3.Connection, claim: _Claim, fates: Iterable[tuple[_Row,
 
 
 def _take(conn: sqlite3.Connection, url: str, rows: list[_Row], visible_at: float) -> list[Message]:
-    tokens = [secrets.token_hex(8) for _ in rows]
+    tokens = [os.urandom(8).hex() for _ in rows]
     conn.executemany(
         "update messages set visible_at = ?, receive_count = receive_count + 1,"
         " receipt = ? where id = ?",

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import secrets
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -187,7 +186,7 @@ class MessageIds:
         number; id ``n`` (from 0) is ``format % (first + n)``, in Python or SQLite."""
         with self._lock:
             if self._pid != os.getpid():
-                digits = secrets.token_hex(10)
+                digits = os.urandom(10).hex()
                 prefix = f"{digits[:8]}-{digits[8:12]}-{digits[12:16]}-{digits[16:]}-"
                 self._format, self._pid = prefix + "%012x", os.getpid()
             first = self._next

@@ -7,7 +7,6 @@ as SQS would. Both report the same: ``broker/sqlite.py`` runs either in its tran
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import json
 import re
@@ -170,6 +169,8 @@ def _duplicate_of(
 ) -> str | None:
     """The id of the message sent with this dedup id in the last 5 minutes, if any;
     otherwise None, and ``message_id`` is recorded under the dedup id."""
+    import hashlib  # FIFO only: spares every other process loading OpenSSL
+
     dedup_id = entry.dedup_id or hashlib.sha256(entry.body.encode()).hexdigest()
     conn.execute("delete from dedup where expires <= ?", (now,))
     row = conn.execute(
