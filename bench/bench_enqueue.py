@@ -1,4 +1,5 @@
-"""Enqueue benchmark: start-up, API calls and throughput of enqueue and enqueue-batch.
+"""Enqueue benchmark: API calls and throughput of enqueue and enqueue-batch (start-up
+is in ``bench_startup.py``).
 
 Run:  python bench/bench_enqueue.py [--rounds 3] [--quick] [--json]
 (starts its own moto server on loopback)
@@ -14,9 +15,7 @@ calls to it in less time.
 from __future__ import annotations
 
 import argparse
-import os
 import sqlite3
-import subprocess
 import sys
 import tempfile
 import uuid
@@ -36,7 +35,6 @@ from _util import (
     moto_note,
     moto_server,
     progress,
-    qdone_exe,
     timed,
 )
 
@@ -64,39 +62,6 @@ def calls(broker: SqsBroker | SqliteBroker) -> tuple[int, str]:
 
 def jobs(queues: list[str], n: int) -> list[BatchLine]:
     return [BatchLine("bench", i + 1, queues[i % len(queues)], f"echo job {i}") for i in range(n)]
-
-
-def startup(rounds: int) -> None:
-    """``qdone --version`` and a local ``qdone enqueue``, process start to exit, next
-    to the interpreter's own start-up."""
-    qdone = qdone_exe()
-    commands = {
-        "python": [sys.executable, "-c", "pass"],
-        "version": [qdone, "--version"],
-        "enqueue": [qdone, "enqueue", "q", "true"],
-    }
-    results = []
-    with tempfile.TemporaryDirectory() as tmp:
-        env = {**os.environ, "XDG_DATA_HOME": tmp, "QDONE_BROKER": "sqlite"}
-        for command in commands.values():  # untimed: creates the store, warms the cache
-            subprocess.run(command, env=env, capture_output=True, check=True)
-        for r in range(rounds):
-            times = {
-                key: timed(
-                    partial(subprocess.run, commands[key], env=env, capture_output=True, check=True)
-                )[1]
-                for key in in_turn(r, list(commands))
-            }
-            times["version_ratio"] = times["version"] / times["python"]
-            times["enqueue_ratio"] = times["enqueue"] / times["python"]
-            results.append(times)
-    m = medians(results)
-    python = f"`python -c pass`: {m['python'] * 1000:.0f} ms"
-    for key, what in (
-        ("version", "`qdone --version`, process start to exit"),
-        ("enqueue", "`qdone enqueue q true` (SQLite), process start to exit"),
-    ):
-        add(Row(what, f"{m[key] * 1000:.0f} ms", python, f"{m[key + '_ratio']:.1f}x", "", results))
 
 
 def sqs_enqueue(moto: Moto, rounds: int) -> None:
@@ -237,7 +202,6 @@ def _bare_sqlite(path: Path, n: int) -> float:
 
 def main(args: argparse.Namespace) -> None:
     lines = 200 if args.quick else 1000
-    startup(args.rounds)
     with moto_server() as moto:
         sqs_enqueue(moto, args.rounds)
         sqs_batch(moto, moto.url, lines, 1, "moto", args.rounds)

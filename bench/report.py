@@ -26,6 +26,7 @@ from _util import ROUNDS, Row, machine, table
 HERE = Path(__file__).parent
 # script, its own arguments, whether it takes --rounds and --quick (is timed)
 SCRIPTS: tuple[tuple[str, list[str], bool], ...] = (
+    ("bench_startup.py", [], False),  # its own --runs (10): start-up is quick and noisy
     ("bench_enqueue.py", [], True),
     ("bench_worker.py", [], True),
     ("bench_idle.py", ["--pairs", "100", "--active", "10"], False),
