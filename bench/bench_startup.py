@@ -7,10 +7,11 @@ Each run starts the three commands back to back (in turn, the order flipped ever
 other run); a figure is the median of --runs runs and a ratio the median of the
 per-run ratios. ``python -c pass`` includes what the interpreter's site-packages
 ``.pth`` files import at start (see ``python -X importtime -c pass``): every qdone
-run pays it too, so the time over it is qdone's own. Targets (issue 14): ``--version`` at most 3x and the enqueue at most
-4x ``python -c pass``. Node qdone's figures are quoted from the issue, not measured
-here. With --importtime, prints the slowest imports of each command instead
-(``python -X importtime``), the profile to optimise from. Asserts nothing.
+run pays it too, so the time over it is qdone's own. Targets (issue 14):
+``--version`` at most 3x and the enqueue at most 4x ``python -c pass``. Node
+qdone's figures are quoted from the issue, not measured here. With --importtime,
+prints the slowest imports of each command instead (``python -X importtime``), the
+profile to optimise from. Asserts nothing.
 """
 
 from __future__ import annotations
