@@ -160,6 +160,7 @@ class Worker:
         finally:
             self.stop()
             self._pool.shutdown(wait=not self._runner.killed.is_set())
+            self._runner.close()
             self._acker.stop()
         return self._summary()
 
@@ -451,4 +452,5 @@ class Worker:
     def close(self) -> None:
         """End the pool and send what is pending (after ``poll_once`` use)."""
         self._pool.shutdown(wait=True)
+        self._runner.close()
         self._acker.flush()

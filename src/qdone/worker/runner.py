@@ -11,6 +11,7 @@ from collections.abc import Callable
 
 from ..broker.base import Message
 from ..job import Job, JobResult
+from ..keeper import Keeper
 from ..spawn import environ
 from .acker import Acker
 from .events import (
@@ -65,6 +66,11 @@ class Runner:
         self.retry_due = 0.0  # when the last retry this worker scheduled comes due
         self._stats = dict.fromkeys(STATS, 0)
         self._base_env = environ()  # read once: encoding it costs as much as a receive
+        self._keeper = Keeper()  # jobs die with the worker
+
+    def close(self) -> None:
+        """No job runs any more: let the keeper go."""
+        self._keeper.close()
 
     def stats(self) -> dict[str, int]:
         with self._lock:
@@ -178,6 +184,7 @@ class Runner:
             _flush(pending)
             self._emit(started)
             return JobResult(None, None, "", "", time.monotonic() - start, error=str(exc))
+        self._keeper.add(job)
         with self._lock:
             self._jobs.add(job)
         if self.killed.is_set():
@@ -191,6 +198,7 @@ class Runner:
             finally:
                 with self._lock:
                     self._jobs.discard(job)
+                self._keeper.remove(job)
         return result
 
     def _failed(self, q: QueueRef, m: Message, result: JobResult, received_at: float) -> bool:

@@ -1,0 +1,108 @@
+"""How a worker's jobs end when the worker does (issue 10, items 3 and 4): killed
+with SIGKILL (the OOM killer), its jobs die with it; stopped the way a service
+manager does it, a job killed by the stop is not a failure."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from .sites import QDONE, Site
+
+
+def wait_for(check: Callable[[], bool], timeout: float, what: str) -> None:
+    end = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < end, f"timed out after {timeout} s waiting for {what}"
+        time.sleep(0.05)
+
+
+def gone(pid: int) -> bool:
+    """Whether ``pid`` has ended (a zombie counts as ended)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    with contextlib.suppress(OSError):
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    return True
+
+
+def pids(path: Path) -> list[int]:
+    return [int(x) for x in path.read_text().split()] if path.exists() else []
+
+
+@pytest.fixture
+def marks(tmp_path: Path) -> Iterator[Path]:
+    """A directory where jobs write their pids; every group named there is killed
+    at the end, whatever the test did."""
+    path = tmp_path / "marks"
+    path.mkdir()
+    yield path
+    for file in path.glob("*.pids"):
+        for pid in pids(file):
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+
+
+def start_worker(site: Site, *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [QDONE, "worker", "-w", site.wait, *args],
+        env=site.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def job_writing_pids(marks: Path, name: str, seconds: int = 60) -> str:
+    """A job whose shell, and a background and a foreground child of it, write their
+    pids to ``marks/name.pids``, then sleep."""
+    file = marks / f"{name}.pids"
+    return (
+        f"echo $$ >> {file}; sleep {seconds} & echo $! >> {file}; "
+        f"sh -c 'echo $$ >> {file}; exec sleep {seconds}'; wait"
+    )
+
+
+def test_jobs_die_with_a_worker_killed_by_sigkill(site: Site, marks: Path) -> None:
+    site.enqueue("die", job_writing_pids(marks, "a"))
+    site.enqueue("die", job_writing_pids(marks, "b"))
+    proc = start_worker(site, "-c", "2", "die")
+    try:
+        wait_for(
+            lambda: len(pids(marks / "a.pids")) == len(pids(marks / "b.pids")) == 3, 30, "jobs"
+        )
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+        every = pids(marks / "a.pids") + pids(marks / "b.pids")
+        wait_for(lambda: all(gone(pid) for pid in every), 15, "the jobs to die")
+    finally:
+        proc.kill()
+        proc.communicate(timeout=10)
+
+
+def test_a_worker_that_ends_well_kills_nothing_left_running(site: Site, marks: Path) -> None:
+    """A job's background child that outlives it is the job's business: the worker
+    ending normally does not kill it."""
+    file = marks / "bg.pids"
+    site.enqueue("bg", f"sleep 30 >/dev/null 2>&1 & echo $! >> {file}")
+    result = site.qdone("worker", "--drain", "-w", site.wait, "bg")
+    assert result.returncode == 0, result.stderr
+    [pid] = pids(file)
+    time.sleep(1)
+    assert not gone(pid)
+
+
+def events(text: str) -> list[dict[str, object]]:
+    return [json.loads(line) for line in text.splitlines() if line.startswith("{")]
