@@ -8,8 +8,8 @@ Prints one Markdown table (JSON lines with --json); asserts nothing. Every timed
 figure is the median of --rounds runs; each round runs the compared commands back
 to back (in turn, the order flipped every other round), and a ratio is the median
 of the per-round ratios. The moto rows give moto's own CPU time during qdone's run:
-stock moto serves calls one at a time on one core, so no client can make the same
-calls to it in less time.
+moto (without its per-call scan of every message: ``moto_fast.py``) serves calls
+one at a time on one core, so no client can make the same calls to it in less time.
 """
 
 from __future__ import annotations

@@ -9,9 +9,9 @@ median of --rounds runs; each round runs the compared commands back to back (in
 turn, the order flipped every other round), and a ratio is the median of the
 per-round ratios. The SQS throughput runs go to moto directly and again through
 ``latency_proxy`` (a 20 ms round trip, as from a machine to SQS in its region).
-Moto's own CPU time within the jobs' span is sampled from /proc: stock moto
-serves calls one at a time on one core, so a worker cannot drain it faster than
-moto's CPU time for those calls.
+Moto's own CPU time within the jobs' span is sampled from /proc: moto (without
+its per-call scan of every message: ``moto_fast.py``) serves calls one at a time
+on one core, so a worker cannot drain it faster than moto's CPU time for those calls.
 
 Targets (issue 3): <= 0.35 SQS calls per job and >= 5x the jobs/s of
 --concurrency 1 at --concurrency 10; no queue waiting for another's long poll;
