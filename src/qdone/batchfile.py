@@ -76,6 +76,8 @@ def read_sources(paths: Sequence[str], stdin: BinaryIO | None = None) -> list[Ba
     jobs: list[BatchLine] = []
     for path in paths:
         if path == "-":
+            if stdin is None and sys.stdin is None:
+                raise UsageError("cannot read <stdin>: standard input is closed")
             stream = stdin if stdin is not None else sys.stdin.buffer
             jobs.extend(parse_lines("<stdin>", stream))
             continue

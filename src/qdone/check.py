@@ -30,7 +30,13 @@ from .config import Options, QueueOptions
 from .errors import QueueNotFound
 from .idle import match_queues
 from .naming import is_wildcard, short_name
-from .queues import dead_attributes, failed_attributes, main_attributes, names_for
+from .queues import (
+    dead_attributes,
+    failed_attributes,
+    main_attributes,
+    names_for,
+    validate_patterns,
+)
 
 __all__ = [
     "CheckResult",
@@ -235,6 +241,7 @@ def _expand(
 ) -> tuple[dict[str, bool], list[str]]:
     """Queue names to check, each with whether a wildcard matched it; and the
     wildcards that matched nothing."""
+    validate_patterns(options, patterns)
     queues: dict[str, bool] = {}
     unmatched: list[str] = []
     for pattern in patterns:

@@ -6,6 +6,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .naming import validate_layout
+
 __all__ = [
     "DEFAULTS",
     "Defaults",
@@ -54,6 +56,10 @@ class Options:
     cache_uri: str | None = None  # the fleet's Redis (optional accelerator)
     cache_prefix: str = DEFAULTS.cache_prefix
     cache_ttl_seconds: int = DEFAULTS.cache_ttl_seconds
+
+    def __post_init__(self) -> None:
+        # Before any queue is made: a suffix that builds a broken layout is bad input.
+        validate_layout(self.fail_suffix, self.dlq_suffix)
 
 
 @dataclass(frozen=True)

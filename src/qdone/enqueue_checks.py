@@ -6,6 +6,7 @@ Used by ``enqueue.py`` (the two public calls) and ``enqueue_send.py`` (sending b
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
@@ -14,7 +15,7 @@ from .batchfile import MAX_MESSAGE_BYTES, BatchLine
 from .broker.base import invalid_character
 from .config import Options, QueueOptions
 from .errors import BrokerError, MessageTooLarge, UsageError
-from .queues import names_for
+from .queues import checked_names
 
 __all__ = [
     "MAX_DELAY",
@@ -28,6 +29,8 @@ __all__ = [
 ]
 
 MAX_DELAY = 900
+# SQS's MessageGroupId and MessageDeduplicationId: printable ASCII but space.
+_FIFO_ID = re.compile(r"[!-~]{1,128}")
 
 
 @dataclass(frozen=True)
@@ -50,6 +53,12 @@ class SendSettings:
             raise UsageError(
                 "--group-id, --group-id-per-message and --deduplication-id need --fifo"
             )
+        for flag, value in (("--group-id", self.group_id), ("--deduplication-id", self.dedup_id)):
+            if value is not None and not _FIFO_ID.fullmatch(value):
+                raise UsageError(
+                    f"{flag} {value!r} cannot be used: SQS takes 1 to 128 characters, "
+                    "letters, digits and punctuation, no space"
+                )
 
 
 @dataclass(frozen=True)
@@ -60,7 +69,12 @@ class EnqueueResult:
 
 
 def check_command(command: str, where: str) -> int:
-    size = len(command.encode())
+    try:
+        size = len(command.encode())
+    except UnicodeEncodeError as exc:  # bytes of an argument that are not UTF-8
+        raise UsageError(
+            f"{where}: the command is not valid UTF-8 (character {exc.start + 1})"
+        ) from exc
     if not command.strip():
         raise UsageError(f"{where}: the command is empty")
     bad = invalid_character(command)
@@ -110,7 +124,7 @@ def _check_lines(options: Options, q: QueueOptions, lines: Sequence[BatchLine]) 
     for line in lines:
         if line.queue not in seen:
             try:
-                names_for(options, line.queue, q.fifo)
+                checked_names(options, q, line.queue)
             except UsageError as exc:
                 raise type(exc)(f"{line.where}: {exc}") from exc
             seen.add(line.queue)
@@ -136,7 +150,7 @@ def group_by_queue(
     if plain and max(sizes, default=0) <= MAX_MESSAGE_BYTES:
         for name in names:
             try:
-                names_for(options, name, q.fifo)
+                checked_names(options, q, name)
             except UsageError as exc:
                 where = next(line.where for line in lines if line.queue == name)
                 raise type(exc)(f"{where}: {exc}") from exc

@@ -9,8 +9,9 @@
     │   └── BatchInputError         a batch file line that cannot be enqueued
     ├── ConfigError                 a setting that cannot work (broker URL…)  (exit 2)
     └── BrokerError                 the queue service failed or refused        (exit 1)
-        ├── BrokerUnavailable       unreachable endpoint, missing credentials,
-        │                           a file that is not a qdone store          (exit 3)
+        ├── BrokerUnavailable       unreachable endpoint, missing credentials, an
+        │                           AWS configuration that cannot be used, a
+        │                           file that is not a qdone store            (exit 3)
         ├── QueueNotFound
         ├── QueueAlreadyExists      exists with other attributes (see `qdone check`)
         ├── QueueDeletedRecently    SQS refuses to re-create it for 60 s

@@ -29,7 +29,7 @@ from .broker.base import Broker
 from .config import DEFAULTS, Options
 from .errors import QueueDeletedRecently, QueueNotFound, UsageError
 from .naming import FIFO_SUFFIX, is_wildcard, short_name, strip_fifo, wildcard_prefix
-from .queues import names_for
+from .queues import names_for, validate_patterns
 
 __all__ = [
     "COUNT_ATTRIBUTES",
@@ -55,6 +55,9 @@ COUNT_ATTRIBUTES = (
     "ApproximateNumberOfMessagesNotVisible",
     "ApproximateNumberOfMessagesDelayed",
 )
+#: CloudWatch keeps hourly data points for 455 days: a longer window cannot be answered.
+SQS_MAX_IDLE_MINUTES = 455 * 24 * 60
+MAX_IDLE_MINUTES = 100 * 365 * 24 * 60
 #: CloudWatch publishes SQS metrics every 5 minutes: a shorter window says nothing.
 SQS_MIN_IDLE_MINUTES = 5
 
@@ -95,6 +98,8 @@ def match_queues(
 ) -> Matched:
     """Resolve names and ``*`` wildcards: a wildcard lists queues by prefix, a name is
     looked up. Failed and dead queues are left out unless ``include_failed``."""
+    patterns = list(patterns)
+    validate_patterns(options, patterns)
     matched = Matched()
     seen: set[str] = set()
 
@@ -215,15 +220,34 @@ class IdleResult:
         return [p for p in self.pairs if p.idle]
 
 
+def _shown(minutes: float) -> str:
+    text = str(minutes) if isinstance(minutes, int) else f"{minutes:g}"
+    return text if len(text) <= 20 else f"{text[:12]}... ({len(text)} digits)"
+
+
 def _validate(broker: Broker, settings: IdleSettings) -> None:
     if settings.include_failed and not settings.unpair:
         raise UsageError("--include-failed only works with --unpair")
-    if settings.idle_for < 0:
-        raise UsageError(f"--idle-for must be 0 minutes or more, not {settings.idle_for:g}")
-    if broker.service == "SQS" and settings.idle_for < SQS_MIN_IDLE_MINUTES:
+    minutes = settings.idle_for
+    if not minutes >= 0:  # also NaN
+        raise UsageError(f"--idle-for must be 0 minutes or more, not {_shown(minutes)}")
+    sqs = broker.service == "SQS"
+    if sqs and minutes < SQS_MIN_IDLE_MINUTES:
         raise UsageError(
             f"--idle-for must be at least {SQS_MIN_IDLE_MINUTES} minutes on SQS, "
-            f"not {settings.idle_for:g}: CloudWatch publishes SQS metrics every 5 minutes"
+            f"not {_shown(minutes)}: CloudWatch publishes SQS metrics every 5 minutes"
+        )
+    most, why = (
+        (SQS_MAX_IDLE_MINUTES, "CloudWatch keeps metrics 455 days")
+        if sqs
+        else (
+            MAX_IDLE_MINUTES,
+            "100 years",
+        )
+    )
+    if minutes > most:
+        raise UsageError(
+            f"--idle-for must be at most {most:,} minutes ({why}), not {_shown(minutes)}"
         )
 
 

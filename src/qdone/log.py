@@ -16,9 +16,19 @@ import time
 from collections.abc import Mapping
 from typing import Any, TextIO
 
-__all__ = ["Output", "forward_warnings", "timestamp"]
+__all__ = ["Output", "forward_warnings", "one_line", "timestamp"]
 
 _COLOURS = {"red": "31", "green": "32", "yellow": "33", "blue": "34", "dim": "2", "bold": "1"}
+
+
+MAX_LINE = 1_000  # characters of an error or warning (a server may answer with a page)
+
+
+def one_line(text: str) -> str:
+    """``text`` on one line (runs of whitespace, newlines included, become a space),
+    cut at ``MAX_LINE`` characters: an error quoting an HTML body stays a line."""
+    line = " ".join(text.split())
+    return line if len(line) <= MAX_LINE else line[: MAX_LINE - 3] + "..."
 
 
 def timestamp() -> str:
@@ -88,13 +98,14 @@ class Output:
 
     def warn(self, message: str) -> None:
         """A warning on stderr, shown unless quiet-and-JSON (then as a JSON event)."""
+        message = one_line(message)
         if self.json_lines and not self.verbose:
             self.event("WARNING", {"message": message})
         else:
             self._to_err(self.style("Warning: ", "yellow") + message)
 
     def error(self, message: str) -> None:
-        self._to_err(self.style("qdone: error: ", "red") + message)
+        self._to_err(self.style("qdone: error: ", "red") + one_line(message))
 
     def event(self, name: str, fields: Mapping[str, Any]) -> None:
         """A JSON line on stdout (only in JSON mode): ``{"event": name, "timestamp": …}``."""

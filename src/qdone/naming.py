@@ -20,6 +20,7 @@ __all__ = [
     "queue_names",
     "short_name",
     "strip_fifo",
+    "validate_layout",
     "validate_sqs_name",
     "wildcard_prefix",
 ]
@@ -47,12 +48,32 @@ def _with_prefix(name: str, prefix: str) -> str:
     return name if name.startswith(prefix) else prefix + name
 
 
+def validate_layout(fail_suffix: str, dlq_suffix: str) -> None:
+    """Raise InvalidQueueName for suffixes that cannot make a working layout: empty
+    (the failed queue would be the queue itself), holding ``.fifo`` or other
+    characters no name may hold, or the same for failed and dead queues."""
+    for flag, suffix in (("--fail-suffix", fail_suffix), ("--dlq-suffix", dlq_suffix)):
+        if not _VALID.fullmatch(suffix):
+            raise InvalidQueueName(
+                f"{flag} {suffix!r} cannot be used: a suffix must be one or more letters, "
+                "digits, '-' or '_' (FIFO queues get '.fifo' after it)"
+            )
+    if fail_suffix == dlq_suffix:
+        raise InvalidQueueName(
+            f"--dlq-suffix {dlq_suffix!r} is also the suffix of failed queues; "
+            "dead queues need a suffix of their own"
+        )
+
+
 def queue_names(
     name: str, *, prefix: str, fail_suffix: str, dead_suffix: str, fifo: bool
 ) -> QueueNames:
     """Full names for queue ``name``; a name ending in ``.fifo`` is a FIFO queue."""
     fifo = fifo or name.endswith(FIFO_SUFFIX)
     base = _with_prefix(strip_fifo(name), prefix)
+    if base == prefix:
+        where = " once the prefix and '.fifo' are taken off" if name else ""
+        raise InvalidQueueName(f"queue name {name!r} is empty{where}")
     end = FIFO_SUFFIX if fifo else ""
     names = QueueNames(
         main=base + end,
@@ -90,5 +111,18 @@ def is_wildcard(name: str) -> bool:
 
 
 def wildcard_prefix(pattern: str, prefix: str) -> str:
-    """The queue-name prefix to list for ``pattern`` (``'test*'`` -> ``'qdone_test'``)."""
-    return _with_prefix(pattern.rstrip("*"), prefix)
+    """The queue-name prefix to list for ``pattern`` (``'test*'`` -> ``'qdone_test'``);
+    raises InvalidQueueName when no queue name can start with it."""
+    listed = _with_prefix(pattern[:-1], prefix)
+    base, dot, rest = listed.partition(".")
+    if (
+        len(listed) > MAX_NAME_LENGTH
+        or (base and not _VALID.fullmatch(base))
+        or (dot and not FIFO_SUFFIX.startswith(dot + rest))
+    ):
+        raise InvalidQueueName(
+            f"wildcard {pattern!r} lists names starting {listed!r}, which no queue name "
+            "can: names hold only letters, digits, '-' and '_' (and end in '.fifo'), "
+            "with one '*' at the end of a wildcard"
+        )
+    return listed

@@ -4,22 +4,24 @@ queue (shared by ``enqueue`` and ``check``), and creation on first use."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from .broker.base import Broker
 from .config import Options, QueueOptions
 from .errors import QueueAlreadyExists, QueueNotFound, UsageError
-from .naming import QueueNames, queue_names, validate_sqs_name
+from .naming import QueueNames, is_wildcard, queue_names, validate_sqs_name, wildcard_prefix
 
 __all__ = [
     "EnsuredQueue",
+    "checked_names",
     "dead_attributes",
     "ensure_queue",
     "failed_attributes",
     "main_attributes",
     "names_for",
     "redrive_policy",
+    "validate_patterns",
     "validate_queue_options",
 ]
 
@@ -36,6 +38,24 @@ def names_for(options: Options, queue: str, fifo: bool) -> QueueNames:
         dead_suffix=options.dlq_suffix,
         fifo=fifo,
     )
+
+
+def checked_names(options: Options, q: QueueOptions, queue: str) -> QueueNames:
+    """The names of ``queue``, each checked (the dead queue's too, with ``--dlq``)."""
+    names = names_for(options, queue, q.fifo)
+    if q.dlq:
+        validate_sqs_name(names.dead, given=queue)
+    return names
+
+
+def validate_patterns(options: Options, patterns: Iterable[str], fifo: bool = False) -> None:
+    """Raise InvalidQueueName for a name or wildcard that can match no queue, before
+    any call is made."""
+    for pattern in patterns:
+        if is_wildcard(pattern):
+            wildcard_prefix(pattern, options.prefix)
+        else:
+            names_for(options, pattern, fifo)
 
 
 def validate_queue_options(q: QueueOptions) -> None:
@@ -116,7 +136,7 @@ def ensure_queue(
     """The url of ``queue``, creating it (dead queue, failed queue, then the queue
     itself) when it does not exist. An existing queue costs one ``GetQueueUrl``;
     a new pair two ``CreateQueue`` more: ARNs are derived, never looked up."""
-    names = names_for(options, queue, q.fifo)
+    names = checked_names(options, q, queue)
     try:
         return EnsuredQueue(names, broker.get_queue_url(names.main))
     except QueueNotFound:
@@ -124,7 +144,6 @@ def ensure_queue(
     created: list[str] = []
     dead_arn = None
     if q.dlq:
-        validate_sqs_name(names.dead, given=queue)
         dead_url = _create_or_reuse(broker, names.dead, dead_attributes(q), q, created)
         dead_arn = broker.queue_arn(dead_url)
     failed_url = _create_or_reuse(broker, names.failed, failed_attributes(q, dead_arn), q, created)

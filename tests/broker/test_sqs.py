@@ -155,11 +155,13 @@ def test_missing_credentials(
     assert broker.calls.total() == 0  # refused before any request was sent
 
 
-def test_unknown_profile_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_unknown_profile_makes_the_broker_unavailable(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An AWS configuration that cannot be used is exit 3, as missing credentials are."""
     monkeypatch.setenv("AWS_PROFILE", "no-such-profile")
     broker = SqsBroker(endpoint_url=_closed_port_url())
-    with pytest.raises(ConfigError, match="no-such-profile"):
+    with pytest.raises(BrokerUnavailable, match="no-such-profile"):
         broker.get_queue_url("anything")
+    assert broker.calls.total() == 0
 
 
 def test_malformed_endpoint_is_a_config_error() -> None:

@@ -54,7 +54,7 @@ def open_broker(options: Options, clock: Callable[[], float] | None = None) -> B
         from .sqlite import SqliteBroker
 
         assert path is not None
-        return SqliteBroker(path, clock=clock)
+        return SqliteBroker(path, clock=clock, defer=True)
     from .sqs import SqsBroker
 
     return SqsBroker(region=options.region, endpoint_url=options.endpoint_url)

@@ -68,7 +68,11 @@ class SqliteBroker(Broker):
     service = "SQLite"
     batches_per_send = 500  # one transaction per 5,000 messages in enqueue-batch
 
-    def __init__(self, path: Path, clock: Callable[[], float] | None = None) -> None:
+    def __init__(
+        self, path: Path, clock: Callable[[], float] | None = None, *, defer: bool = False
+    ) -> None:
+        """``defer``: make and check the file on the first operation, not now, so that
+        a command refusing its input before any call leaves nothing behind."""
         super().__init__()
         self.path = Path(path)
         self._clock = clock or time.time
@@ -78,22 +82,40 @@ class SqliteBroker(Broker):
         self._connections: list[schema.Connection] = []
         self._urls: dict[str, str] = {}
         self._new_ids = schema.MessageIds()
-        schema.create_file(self.path)
-        try:
-            schema.init_store(self._conn(), self.path)
-            self._json_each = sending.has_json_each(self._conn())
-        except sqlite3.Error as exc:
-            self.close()
-            raise schema.mapped_error(exc, self.path) from exc
-        except BrokerError:
-            self.close()
-            raise
+        self._opened = False
+        self._json_each = False
+        if not defer:
+            self._open()
 
     # -- connections and lookups ------------------------------------------------
+
+    def _open(self) -> None:
+        """Create (or check) the store, once."""
+        with self._lock:
+            if self._opened:
+                return
+            schema.create_file(self.path)
+            conn: schema.Connection | None = None
+            try:
+                conn = schema.connect(self.path, self._writers)
+                schema.init_store(conn, self.path)
+                self._json_each = sending.has_json_each(conn)
+            except (sqlite3.Error, BrokerError) as exc:
+                if conn is not None:
+                    conn.close()
+                if isinstance(exc, sqlite3.Error):
+                    raise schema.mapped_error(exc, self.path) from exc
+                raise
+            self._connections.append(conn)
+            self._local.conn = conn
+            self._opened = True
 
     def _conn(self) -> schema.Connection:
         conn: schema.Connection | None = getattr(self._local, "conn", None)
         if conn is None:
+            if not self._opened:
+                self._open()
+                return self._conn()
             conn = schema.connect(self.path, self._writers)
             with self._lock:
                 self._connections.append(conn)

@@ -30,7 +30,7 @@ from .base import (
     SendEntry,
     SendResult,
 )
-from .sqs_client import MAX_WAIT_TIME, Clients, env_endpoint, mapped
+from .sqs_client import MAX_WAIT_TIME, Clients, check_endpoint, env_endpoint, mapped
 
 if TYPE_CHECKING:
     from mypy_boto3_cloudwatch import CloudWatchClient
@@ -87,6 +87,7 @@ class SqsBroker(Broker):
             or DEFAULT_REGION
         )
         self.endpoint_url = endpoint_url or env_endpoint("AWS_ENDPOINT_URL_SQS")
+        check_endpoint(self.endpoint_url)
         self._clock = clock
         self._clients = Clients(self.region, self.endpoint_url, endpoint_url, self._count_request)
         self._urls: dict[str, str] = {}
@@ -128,7 +129,7 @@ class SqsBroker(Broker):
         url = self._urls.get(name)
         if url is None:
             with self._mapped(queue=name):
-                url = self._sqs().get_queue_url(QueueName=name)["QueueUrl"]
+                url = str(self._sqs().get_queue_url(QueueName=name)["QueueUrl"])
             self._urls[name] = url
         return url
 
@@ -143,7 +144,7 @@ class SqsBroker(Broker):
             request["tags"] = dict(tags)
         with self._mapped(queue=name):
             response = self._sqs().create_queue(**request)
-        url = response["QueueUrl"]
+            url = str(response["QueueUrl"])
         self._urls[name] = url
         return url
 
@@ -151,7 +152,7 @@ class SqsBroker(Broker):
         wanted = cast("list[QueueAttributeFilterType]", list(names))
         with self._mapped(queue=self.queue_name(url)):
             response = self._sqs().get_queue_attributes(QueueUrl=url, AttributeNames=wanted)
-        return {str(k): v for k, v in response.get("Attributes", {}).items()}
+            return {str(k): str(v) for k, v in response.get("Attributes", {}).items()}
 
     def set_queue_attributes(self, url: str, attributes: Mapping[str, str]) -> None:
         attrs = cast("dict[QueueAttributeNameType, str]", dict(attributes))
@@ -161,7 +162,7 @@ class SqsBroker(Broker):
     def list_queue_tags(self, url: str) -> dict[str, str]:
         with self._mapped(queue=self.queue_name(url)):
             response = self._sqs().list_queue_tags(QueueUrl=url)
-        return dict(response.get("Tags", {}))
+            return dict(response.get("Tags", {}))
 
     def tag_queue(self, url: str, tags: Mapping[str, str]) -> None:
         with self._mapped(queue=self.queue_name(url)):
@@ -175,7 +176,7 @@ class SqsBroker(Broker):
         while True:
             with self._mapped():
                 response = self._sqs().list_queues(**request)
-            urls.extend(response.get("QueueUrls", []))
+                urls.extend(str(u) for u in response.get("QueueUrls", []))
             if not response.get("NextToken"):
                 return sorted(urls)  # SQS's order is arbitrary
             request["NextToken"] = response["NextToken"]
@@ -193,14 +194,14 @@ class SqsBroker(Broker):
         request = cast("SendMessageRequestTypeDef", {"QueueUrl": url, **fields})
         with self._mapped(queue=self.queue_name(url)):
             response = self._sqs().send_message(**request)
-        return response["MessageId"]
+            return str(response["MessageId"])
 
     def send_batch(self, url: str, entries: Sequence[SendEntry]) -> SendResult:
         batch = [shapes.send_entry(e) for e in entries]
         with self._mapped(queue=self.queue_name(url)):
             response = self._sqs().send_message_batch(QueueUrl=url, Entries=batch)
-        sent = {s["Id"]: s["MessageId"] for s in response.get("Successful", [])}
-        return SendResult(sent, shapes.failed(response.get("Failed", [])))
+            sent = {s["Id"]: s["MessageId"] for s in response.get("Successful", [])}
+            return SendResult(sent, shapes.failed(response.get("Failed", [])))
 
     def receive(
         self, url: str, max_messages: int, visibility_timeout: int, wait_time: float
@@ -216,7 +217,7 @@ class SqsBroker(Broker):
             client = self._sqs()
             request[shapes.system_attributes_param(client)] = shapes.SYSTEM_ATTRIBUTES
             response = client.receive_message(**cast("ReceiveMessageRequestTypeDef", request))
-        return [shapes.message(url, m) for m in response.get("Messages", [])]
+            return [shapes.message(url, m) for m in response.get("Messages", [])]
 
     def delete_batch(self, url: str, entries: Sequence[Receipt]) -> BatchResult:
         batch: list[DeleteMessageBatchRequestEntryTypeDef] = [
@@ -224,8 +225,8 @@ class SqsBroker(Broker):
         ]
         with self._mapped(queue=self.queue_name(url)):
             response = self._sqs().delete_message_batch(QueueUrl=url, Entries=batch)
-        ok = [s["Id"] for s in response.get("Successful", [])]
-        return BatchResult(ok, shapes.failed(response.get("Failed", [])))
+            ok = [s["Id"] for s in response.get("Successful", [])]
+            return BatchResult(ok, shapes.failed(response.get("Failed", [])))
 
     def change_visibility_batch(self, url: str, entries: Sequence[ChangeVisibility]) -> BatchResult:
         batch: list[ChangeMessageVisibilityBatchRequestEntryTypeDef] = [
@@ -234,8 +235,8 @@ class SqsBroker(Broker):
         ]
         with self._mapped(queue=self.queue_name(url)):
             response = self._sqs().change_message_visibility_batch(QueueUrl=url, Entries=batch)
-        ok = [s["Id"] for s in response.get("Successful", [])]
-        return BatchResult(ok, shapes.failed(response.get("Failed", [])))
+            ok = [s["Id"] for s in response.get("Successful", [])]
+            return BatchResult(ok, shapes.failed(response.get("Failed", [])))
 
     # -- CloudWatch --------------------------------------------------------------
 
@@ -253,7 +254,8 @@ class SqsBroker(Broker):
                 return self._cloudwatch().get_metric_data(**request)
 
         plan = cloudwatch.activity_queries(queues, cloudwatch.activity_period(now - since))
-        active = plan.fetch_active(fetch, start, end, self.metric_queries_per_call)
+        with self._mapped("CloudWatch"):  # reading the answers
+            active = plan.fetch_active(fetch, start, end, self.metric_queries_per_call)
         return {url: url in active for url in queues}
 
     def put_metric_data(

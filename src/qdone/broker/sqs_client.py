@@ -13,12 +13,14 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, cast
+from urllib.parse import urlsplit
 
 import boto3
 from botocore.config import Config
 from botocore.exceptions import (
     BotoCoreError,
     ClientError,
+    ConfigParseError,
     HTTPClientError,
     NoCredentialsError,
     PartialCredentialsError,
@@ -40,7 +42,7 @@ if TYPE_CHECKING:
     from mypy_boto3_cloudwatch import CloudWatchClient
     from mypy_boto3_sqs import SQSClient
 
-__all__ = ["MAX_WAIT_TIME", "Clients", "env_endpoint", "mapped"]
+__all__ = ["MAX_WAIT_TIME", "Clients", "check_endpoint", "env_endpoint", "mapped"]
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +63,29 @@ _BAD_CREDENTIALS = {
 _CREDENTIALS_HINT = (
     "set AWS_PROFILE, or AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, or run `aws configure`"
 )
+
+
+_AWS_CONFIG_ERRORS = (ProfileNotFound, ConfigParseError)
+# What reading an answer that lacks a field, or holds one of the wrong type, raises.
+_MALFORMED = (KeyError, TypeError, ValueError, AttributeError, IndexError)
+
+
+def _config_error(exc: BotoCoreError) -> BrokerUnavailable:
+    """An AWS configuration that cannot be used: no call was made."""
+    return BrokerUnavailable(f"cannot use the AWS configuration: {exc}", hint=_CREDENTIALS_HINT)
+
+
+def check_endpoint(url: str | None) -> None:
+    """Raise ConfigError for an endpoint URL no request could go to."""
+    if url is None:
+        return
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 (raises ValueError when out of range)
+    except ValueError as exc:
+        raise ConfigError(f"cannot use endpoint {url!r}: {exc}") from exc
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"cannot use endpoint {url!r}: not an http:// or https:// URL")
 
 
 def _client_config() -> Config:
@@ -120,8 +145,8 @@ class Clients:
                 endpoint_url=endpoint_url,
                 config=_client_config(),
             )
-        except ProfileNotFound as exc:
-            raise ConfigError(str(exc), hint=_CREDENTIALS_HINT) from exc
+        except _AWS_CONFIG_ERRORS as exc:
+            raise _config_error(exc) from exc
         except ValueError as exc:  # botocore's "Invalid endpoint" or a malformed region
             if "region" in str(exc).lower():
                 raise ConfigError(f"invalid AWS region {self.region!r}: {exc}") from exc
@@ -174,6 +199,8 @@ def mapped(
         yield
     except ClientError as exc:
         raise _client_error(exc, service, queue, forget) from exc
+    except _AWS_CONFIG_ERRORS as exc:
+        raise _config_error(exc) from exc
     except (NoCredentialsError, PartialCredentialsError) as exc:
         raise BrokerUnavailable(
             f"no usable AWS credentials for {service}: {exc}", hint=_CREDENTIALS_HINT
@@ -191,6 +218,13 @@ def mapped(
         ) from exc
     except BotoCoreError as exc:
         raise BrokerError(f"{service} call failed: {exc}") from exc
+    except _MALFORMED as exc:
+        # An answer that is not what SQS sends (a proxy's page, an emulator's bug): a
+        # broker error like any other, retried by whoever retries those.
+        raise BrokerError(
+            f"{service} at {clients.endpoint_of(service)} gave an answer qdone cannot "
+            f"read ({type(exc).__name__}: {exc})"
+        ) from exc
 
 
 def _client_error(

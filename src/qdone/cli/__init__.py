@@ -44,7 +44,8 @@ Exit codes:
   {ExitCode.FAILURE.value}    worker --drain: a job failed for good; a batch entry or
        check failed; the broker refused
   {ExitCode.USAGE.value}    bad options, queue names or input
-  {ExitCode.UNAVAILABLE.value}    broker unreachable, no AWS credentials, not a qdone store
+  {ExitCode.UNAVAILABLE.value}    broker unreachable, no AWS credentials or unusable AWS
+       configuration, not a qdone store
   {ExitCode.INTERRUPTED.value}  stopped by a second SIGINT/SIGTERM
 """
 
@@ -89,7 +90,9 @@ def _fail(err: QdoneError) -> int:
     line = str(err)
     if err.hint:
         line += f" ({err.hint})"
-    click.echo(f"qdone: error: {line}", err=True)
+    from ..log import one_line
+
+    click.echo(f"qdone: error: {one_line(line)}", err=True)
     return int(err.exit_code)
 
 

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -130,8 +131,8 @@ def options_from(ctx: click.Context) -> Options:
         verbose = sys.stderr.isatty()
     return Options(
         broker=given.get("broker") or "sqlite",
-        prefix=given.get("prefix", DEFAULTS.prefix),
-        fail_suffix=given.get("fail_suffix", DEFAULTS.fail_suffix),
+        prefix=given.get("prefix", _empty_env("QDONE_PREFIX", DEFAULTS.prefix)),
+        fail_suffix=given.get("fail_suffix", _empty_env("QDONE_FAIL_SUFFIX", DEFAULTS.fail_suffix)),
         region=given.get("region"),
         endpoint_url=given.get("endpoint_url"),
         verbose=verbose,
@@ -146,6 +147,13 @@ def quiet_stdout_output(verbose: bool) -> Output:
     from ..log import Output
 
     return Output(verbose=verbose, json_lines=False)
+
+
+def _empty_env(name: str, default: str) -> str:
+    """``""`` when the variable is set and empty (click takes an empty variable for
+    an unset one; ``QDONE_PREFIX=''`` means no prefix, as ``--prefix ''`` does, and
+    ``QDONE_FAIL_SUFFIX=''`` is refused as ``--fail-suffix ''`` is)."""
+    return "" if os.environ.get(name) == "" else default
 
 
 def make_output(options: Options) -> Output:

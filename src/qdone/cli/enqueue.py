@@ -12,7 +12,7 @@ import click
 
 from ..batchfile import read_sources
 from ..enqueue import BatchOutcome, SendSettings, enqueue, enqueue_batch
-from ..errors import ExitCode
+from ..errors import ExitCode, QdoneError
 from ..log import Output
 from .common import (
     cache_for,
@@ -87,8 +87,14 @@ def enqueue_command(ctx: click.Context, /, queue: str, command: str, **kwargs: A
             on_create=lambda name: output.info(f"Created queue {name}"),
             on_sent=None if cache is None else lambda name: cache.notify([name]),
         )
-        output.info(f"Enqueued job {result.message_id}")
-        output.event("ENQUEUED", {"queue": queue, "job": result.message_id})
+        try:
+            output.info(f"Enqueued job {result.message_id}")
+            output.event("ENQUEUED", {"queue": queue, "job": result.message_id})
+        except OSError as exc:  # e.g. stdout on a full disk: the job is on the queue
+            raise QdoneError(
+                f"job {result.message_id} was enqueued to {queue}, but reporting it "
+                f"failed: {exc.strerror or exc}"
+            ) from exc
 
 
 @click.command("enqueue-batch")

@@ -4,12 +4,14 @@ shown (a table on a terminal, JSON lines otherwise)."""
 from __future__ import annotations
 
 import dataclasses
+import math
 import sys
 import time
 from typing import Any
 
 import click
 
+from ..errors import UsageError
 from ..log import Output
 from ..monitor import NAMESPACE, Snapshot, require_sink, save, take_snapshot, watch
 from .common import global_options, open_for, options_from
@@ -98,7 +100,7 @@ class _Screen:
 @click.argument("patterns", nargs=-1, required=True, metavar="PATTERN...")
 @click.option(
     "--interval",
-    type=click.FloatRange(min=0.5),
+    type=click.FloatRange(min=0.5, max=86_400),
     default=5.0,
     show_default=True,
     metavar="SECONDS",
@@ -129,6 +131,8 @@ def monitor_command(ctx: click.Context, /, patterns: tuple[str, ...], **kwargs: 
     Example:
       qdone --broker sqs monitor 'render-*' --save --interval 60
     """
+    if not math.isfinite(kwargs["interval"]):  # FloatRange lets NaN through
+        raise UsageError(f"--interval must be 0.5 to 86400 seconds, not {kwargs['interval']}")
     options = options_from(ctx)
     as_json = kwargs["as_json"] or not sys.stdout.isatty()
     output = Output(verbose=options.verbose, json_lines=as_json)

@@ -11,7 +11,7 @@ from ..broker.base import Broker
 from ..config import DEFAULTS, Options
 from ..errors import QueueNotFound
 from ..naming import FIFO_SUFFIX, is_wildcard, strip_fifo, wildcard_prefix
-from ..queues import names_for
+from ..queues import names_for, validate_patterns
 
 __all__ = ["QueueRef", "QueueResolver", "Resolution"]
 
@@ -52,6 +52,7 @@ class QueueResolver:
         clock: Callable[[], float],
         interval: float,
     ) -> None:
+        validate_patterns(options, specs, fifo)  # before any call
         self.broker = broker
         self.options = options
         self.specs = specs
