@@ -55,4 +55,4 @@ def test_a_worker_stopped_by_one_signal_exits_0_after_a_failed_job(site: Site) -
 
 def test_help_states_the_exit_codes() -> None:
     text = subprocess.run([QDONE, "worker", "--help"], capture_output=True, text=True).stdout
-    assert "--drain: a job failed for good" in " ".join(text.split())
+    assert "--drain: a job of the run failed for good" in " ".join(text.split())
