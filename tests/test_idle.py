@@ -18,7 +18,8 @@ from qdone.broker.sqs import SqsBroker
 from qdone.cli import main, qdone
 from qdone.config import Options, QueueOptions
 from qdone.errors import ExitCode, UsageError
-from qdone.idle import IdleSettings, State, delete_idle, failed_name, find_idle
+from qdone.idle import IdleSettings, State, delete_idle, find_idle
+from qdone.matching import failed_name
 from qdone.queues import ensure_queue
 
 # -- helpers --------------------------------------------------------------------

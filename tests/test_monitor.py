@@ -18,8 +18,8 @@ from qdone.cli import main, qdone
 from qdone.cli.monitor import CLEAR_SCREEN, _Screen, render_table
 from qdone.config import Options, QueueOptions
 from qdone.errors import ExitCode, UsageError
-from qdone.idle import Counts
 from qdone.log import Output
+from qdone.matching import Counts
 from qdone.monitor import (
     NAMESPACE,
     Row,

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from .broker.base import Broker
 from .config import Options, QueueOptions
 from .errors import QueueNotFound
-from .idle import match_queues
+from .matching import match_queues
 from .naming import is_wildcard, short_name
 from .queues import (
     dead_attributes,

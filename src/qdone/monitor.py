@@ -33,7 +33,7 @@ from typing import Protocol, runtime_checkable
 from .broker.base import Broker
 from .config import Options
 from .errors import QueueNotFound, UsageError
-from .idle import Counts, Matched, failed_name, match_queues, read_counts
+from .matching import Counts, Matched, failed_name, match_queues, read_counts
 from .naming import is_wildcard, short_name, wildcard_prefix
 from .queues import names_for
 
