@@ -9,14 +9,13 @@ from __future__ import annotations
 import errno
 import functools
 import json
-import logging
 import os
 import sys
 import time
 from collections.abc import Mapping
 from typing import Any, TextIO
 
-__all__ = ["Output", "forward_warnings", "one_line", "timestamp"]
+__all__ = ["Output", "one_line", "timestamp"]
 
 _COLOURS = {"red": "31", "green": "32", "yellow": "33", "blue": "34", "dim": "2", "bold": "1"}
 
@@ -170,22 +169,3 @@ def _write(stream: TextIO, line: str) -> None:
         return
     stream.write(line + "\n")
     stream.flush()
-
-
-class _ToOutput(logging.Handler):
-    def __init__(self, output: Output) -> None:
-        super().__init__(logging.WARNING)
-        self.output = output
-
-    def emit(self, record: logging.LogRecord) -> None:
-        self.output.warn(record.getMessage())
-
-
-def forward_warnings(logger: str, output: Output) -> None:
-    """Show the warnings of ``logger`` (e.g. ``qdone.cache``) as ``output.warn`` lines,
-    instead of any earlier output's."""
-    log = logging.getLogger(logger)
-    for handler in [h for h in log.handlers if isinstance(h, _ToOutput)]:
-        log.removeHandler(handler)
-    log.addHandler(_ToOutput(output))
-    log.propagate = False

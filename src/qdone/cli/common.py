@@ -184,7 +184,7 @@ def cache_for(options: Options, output: Output) -> Iterator[Cache | None]:
         yield None
         return
     from ..cache import open_cache
-    from ..log import forward_warnings
+    from ..log_forward import forward_warnings
 
     forward_warnings("qdone.cache", output)
     cache = open_cache(options.cache_uri, options.cache_prefix, options.cache_ttl_seconds)
