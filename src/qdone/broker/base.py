@@ -46,7 +46,7 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import NamedTuple
+from typing import NamedTuple, Protocol, runtime_checkable
 
 from ..errors import FailedEntry
 
@@ -57,9 +57,11 @@ __all__ = [
     "Broker",
     "ChangeVisibility",
     "Message",
+    "MessageStore",
     "Receipt",
     "SendEntry",
     "SendResult",
+    "StoredMessage",
     "invalid_character",
 ]
 
@@ -141,6 +143,7 @@ class Message:
     sent_at: float  # seconds since the epoch
     group_id: str | None = None
     attributes: Mapping[str, str] = field(default_factory=dict)
+    first_received_at: float | None = None  # SQS: its first receive ever (any queue)
 
 
 @dataclass(frozen=True)
@@ -166,6 +169,36 @@ class BatchResult:
 
     ok: list[str]
     failed: list[FailedEntry]
+
+
+@dataclass(frozen=True)
+class StoredMessage:
+    """A message as a store keeps it, read or moved without a receive."""
+
+    message_id: str
+    body: str
+    group_id: str | None
+    sent_at: float  # seconds since the epoch: when it was first sent
+    receive_count: int  # receives in the queue it is in
+    moved_at: float | None  # when the redrive moved it into this queue; None: sent here
+    attributes: Mapping[str, str] = field(default_factory=dict)
+
+
+@runtime_checkable
+class MessageStore(Protocol):
+    """A broker that can read and move messages without receiving them (the SQLite
+    store; SQS cannot: any look at a message is a receive, and counts as one)."""
+
+    def peek(self, url: str, limit: int) -> list[StoredMessage]:
+        """Up to ``limit`` messages of the queue, in the order sent; changes nothing."""
+        ...
+
+    def move(self, source: str, target: str, limit: int) -> list[StoredMessage]:
+        """Move up to ``limit`` (1-10) visible messages from queue ``source`` to queue
+        ``target`` in one transaction, as SQS would a copy sent there: body, group
+        and attributes kept, a receive count of 0, a fresh retention and the
+        target's delay. Returns them as they were in ``source``."""
+        ...
 
 
 class Broker(abc.ABC):

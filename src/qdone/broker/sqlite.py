@@ -23,6 +23,7 @@ from typing import Concatenate, ParamSpec, TypeVar
 
 from ..errors import BrokerError, QueueNotFound
 from ..naming import validate_sqs_name
+from . import sqlite_move as moving
 from . import sqlite_queues as queues
 from . import sqlite_receive as receiving
 from . import sqlite_rules as rules
@@ -37,6 +38,7 @@ from .base import (
     Receipt,
     SendEntry,
     SendResult,
+    StoredMessage,
 )
 
 __all__ = ["SqliteBroker"]
@@ -345,6 +347,20 @@ class SqliteBroker(Broker):
             if e not in valid
         )
         return result
+
+    # -- without receiving (MessageStore) ----------------------------------------------
+
+    @_edge
+    def peek(self, url: str, limit: int) -> list[StoredMessage]:
+        """Messages of the queue, read without a receive: nothing changes."""
+        self._count("PeekMessages")
+        return moving.peek(self._conn(), url, limit, self._clock())
+
+    @_edge
+    def move(self, source: str, target: str, limit: int) -> list[StoredMessage]:
+        """Up to ``limit`` messages moved between queues in one transaction."""
+        self._count("MoveMessages")
+        return moving.move(self._conn(), source, target, limit, self._clock)
 
     @_edge
     def active_since(self, urls: Iterable[str], since: float) -> dict[str, bool]:

@@ -175,8 +175,8 @@ def _settle(conn: sqlite3.Connection, claim: _Claim, fates: Iterable[tuple[_Row,
         elif fate == "redrive":
             conn.execute(
                 "update messages set qid = ?, receive_count = 0, receipt = null,"
-                " visible_at = ? where id = ?",
-                (claim.dead_letter, claim.now, row.id),
+                " visible_at = ?, moved_at = ? where id = ?",
+                (claim.dead_letter, claim.now, claim.now, row.id),
             )
             assert claim.dead_letter is not None
             queues.touch(conn, claim.dead_letter, claim.now)

@@ -65,7 +65,8 @@ SCHEMA: tuple[str, ...] = (
         sent_at real not null,
         visible_at real not null,
         receive_count integer not null default 0,
-        receipt text                -- token of the latest receive; null if never received
+        receipt text,               -- token of the latest receive; null if never received
+        moved_at real               -- when the redrive moved it to this queue; null if sent
     )""",
     "create index if not exists messages_visible on messages (qid, visible_at)",
     # FIFO receives walk a queue in the order sent; only FIFO messages have a group.
@@ -161,8 +162,22 @@ def init_store(conn: Connection, path: Path) -> None:
     with transaction(conn):
         for statement in SCHEMA:
             conn.execute(statement)
+        _add_columns(conn)
         conn.execute(f"pragma application_id = {APPLICATION_ID}")
         conn.execute(f"pragma user_version = {SCHEMA_VERSION}")
+
+
+#: Columns added since a table was first created: (table, column, declaration). A
+#: nullable column needs no new schema version: older qdone ignores it.
+ADDED_COLUMNS: tuple[tuple[str, str, str], ...] = (("messages", "moved_at", "real"),)
+
+
+def _add_columns(conn: sqlite3.Connection) -> None:
+    """Add the ``ADDED_COLUMNS`` a store made by an older qdone lacks."""
+    for table, column, declaration in ADDED_COLUMNS:
+        present = {row[1] for row in conn.execute(f"pragma table_info({table})")}
+        if column not in present:
+            conn.execute(f"alter table {table} add column {column} {declaration}")
 
 
 def _store_marks(conn: sqlite3.Connection) -> tuple[int, int]:

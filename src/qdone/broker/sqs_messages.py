@@ -23,7 +23,12 @@ if TYPE_CHECKING:
 
 __all__ = ["SYSTEM_ATTRIBUTES", "failed", "message", "send_entry", "system_attributes_param"]
 
-SYSTEM_ATTRIBUTES = ["ApproximateReceiveCount", "SentTimestamp", "MessageGroupId"]
+SYSTEM_ATTRIBUTES = [
+    "ApproximateReceiveCount",
+    "ApproximateFirstReceiveTimestamp",
+    "SentTimestamp",
+    "MessageGroupId",
+]
 
 
 def system_attributes_param(client: SQSClient) -> str:
@@ -73,4 +78,7 @@ def message(url: str, m: MessageTypeDef) -> Message:
         sent_at=int(system.get("SentTimestamp", "0")) / 1000,
         group_id=system.get("MessageGroupId"),
         attributes=attributes,
+        first_received_at=int(first) / 1000
+        if (first := system.get("ApproximateFirstReceiveTimestamp"))
+        else None,
     )

@@ -33,8 +33,10 @@ COMMANDS: dict[str, str] = {
     "check": "check:check_command",
     "enqueue": "enqueue:enqueue_command",
     "enqueue-batch": "enqueue:enqueue_batch_command",
+    "failed": "failed:failed_command",
     "idle-queues": "idle:idle_queues_command",
     "monitor": "monitor:monitor_command",
+    "requeue": "failed:requeue_command",
     "worker": "worker:worker_command",
 }
 
