@@ -194,3 +194,23 @@ def test_no_redrive_failure_says_when_it_comes_back() -> None:
     out = io.StringIO()
     WorkerView(Output(verbose=False, json_lines=True, out=out), 30)(event)
     assert '"willRetry": false' in out.getvalue() and '"returnsIn": 30' in out.getvalue()
+
+
+def test_a_fifo_drain_runs_every_job_of_a_group_that_keeps_failing(
+    tmp_path: Path, prefix: str
+) -> None:
+    """Each failure frees the group only once its visibility change is sent: the drain
+    must not end in between (it did, about one run in three, leaving jobs unrun)."""
+    from qdone.broker.sqlite import SqliteBroker
+
+    options = Options(prefix=prefix)
+    for trial in range(10):
+        broker = SqliteBroker(tmp_path / f"store{trial}.db")
+        try:
+            for _ in range(12):
+                put(broker, options, "q", "exit 1", fifo=True, group_id="g")
+            rec = drain(broker, options, "q", fifo=True)
+            assert [e.ran for e in rec.of(Summary)] == [12], f"trial {trial}"
+            assert counts(broker, f"{prefix}q_failed.fifo") == (12, 0)
+        finally:
+            broker.close()

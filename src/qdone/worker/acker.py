@@ -180,10 +180,12 @@ class Acker:
                 for i in range(0, len(items), per):
                     send(url, items[i : i + per])
         finally:
-            with self._cond:
-                self._sending -= count
+            # Tell the worker before no longer counting these as pending: a drain that
+            # found nothing pending must not miss a message this just let go.
             if notify:
                 self._on_sent()
+            with self._cond:
+                self._sending -= count
 
     def _extend_due(self) -> None:
         with self._cond:
