@@ -106,3 +106,61 @@ def test_a_worker_that_ends_well_kills_nothing_left_running(site: Site, marks: P
 
 def events(text: str) -> list[dict[str, object]]:
     return [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+
+
+def stop_like_a_service(proc: subprocess.Popen[str], groups: list[int], jobs_first: bool) -> None:
+    """SIGTERM to the worker and to its jobs' process groups at once, as systemd's
+    default ``KillMode=control-group`` does (in either order)."""
+    if not jobs_first:
+        proc.send_signal(signal.SIGTERM)
+    for group in groups:
+        os.killpg(group, signal.SIGTERM)
+    if jobs_first:
+        proc.send_signal(signal.SIGTERM)
+
+
+@pytest.mark.parametrize("fifo", [False, True], ids=["standard", "fifo"])
+@pytest.mark.parametrize("jobs_first", [False, True], ids=["worker-first", "jobs-first"])
+def test_a_job_killed_by_the_service_stop_goes_back_without_using_an_attempt(
+    site: Site, marks: Path, fifo: bool, jobs_first: bool
+) -> None:
+    file = marks / "svc.pids"
+    command = f"echo $$ >> {file}; sleep 60; echo finished"
+    extra = ("--fifo",) if fifo else ()
+    site.enqueue("svc", command, *extra)
+    proc = start_worker(site, "-k", "120", *extra, "svc")
+    wait_for(lambda: len(pids(file)) == 1, 30, "the job to start")
+    stop_like_a_service(proc, pids(file), jobs_first)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    kinds = [e["event"] for e in events(out)]
+    assert "JOB_INTERRUPTED" in kinds and "JOB_FAILED" not in kinds, out
+    name = "svc.fifo" if fifo else "svc"
+    failed = "svc_failed.fifo" if fifo else "svc_failed"
+    assert site.counts(failed) == (0, 0)
+    # The message is back, as a fresh copy: this receive is its first.
+    assert site.take(name) == [(command, 1)]
+
+
+def test_a_stop_that_signals_only_the_worker_lets_the_job_finish(site: Site, marks: Path) -> None:
+    """systemd with ``KillMode=mixed``: SIGTERM to the worker alone; the job ends on
+    its own, its message is deleted."""
+    file = marks / "mixed.pids"
+    site.enqueue("mixed", f"echo $$ >> {file}; sleep 1; echo finished")
+    proc = start_worker(site, "mixed")
+    wait_for(lambda: len(pids(file)) == 1, 30, "the job to start")
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    [done] = [e for e in events(out) if e["event"] == "JOB_SUCCEEDED"]
+    assert done["stdout"] == "finished\n"
+    assert site.counts("mixed") == (0, 0) and site.counts("mixed_failed") == (0, 0)
+
+
+def test_a_job_killed_by_a_signal_while_the_worker_runs_on_fails(site: Site) -> None:
+    site.enqueue("self", "kill -TERM $$")
+    result = site.qdone("worker", "--drain", "-w", site.wait, "self")
+    assert result.returncode == 1, result.stderr
+    [failed] = [e for e in events(result.stdout) if e["event"] == "JOB_FAILED"]
+    assert failed["killSignal"] == "SIGTERM"
+    assert site.counts("self_failed") == (1, 0)

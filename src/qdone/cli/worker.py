@@ -21,6 +21,11 @@ only when it has data:
     ``attempt``, ``maxAttempts`` (the queue's maxReceiveCount), ``willRetry``
     (false: the redrive moves it to the failed queue), ``timedOut``,
     ``duration``.
+``JOB_INTERRUPTED``
+    A job ended by the service's stop signal while the worker stops, which is
+    no failure: ``queue``, ``job``, ``command``, ``attempt``, ``exitCode`` or
+    ``killSignal``, ``duration``, ``stdout``, ``stderr``, ``sentBackAs`` (the
+    message id of the copy sent in its place, when one was).
 ``JOB_RETRY``
     ``queue``, ``job``, ``command``, ``attempt`` (the one that failed),
     ``delay`` (seconds until the message is visible again).
@@ -31,7 +36,8 @@ only when it has data:
     (the worker goes on, retrying with backoff).
 ``WORKER_SUMMARY``
     At the end: ``ran``, ``succeeded``, ``failed``, ``retried`` (of the failed,
-    how many will run again), ``archived``, ``killed`` (a second signal).
+    how many will run again), ``archived``, ``interrupted`` (given back at a
+    stop), ``killed`` (a second signal).
 
 With ``--archive`` stdout holds the commands only, one per line, and no JSON.
 The closing line ``Ran N jobs: S succeeded, F failed`` is always on stderr.
@@ -59,6 +65,7 @@ from ..worker.events import (
     Event,
     JobArchived,
     JobFailed,
+    JobInterrupted,
     JobRetry,
     JobStarted,
     JobSucceeded,
@@ -165,6 +172,32 @@ class WorkerView:
             self._job_line(e.job, "no attempt left: the redrive moves it to the failed queue")
         self.out.event("JOB_FAILED", _failed_fields(e, message))
 
+    def _on_JobInterrupted(self, e: JobInterrupted) -> None:
+        r = e.result
+        how = f"killed by {r.signal_name}" if r.signal_name else f"exit code {r.exit_code}"
+        self._job_line(e.job, self.out.style("INTERRUPTED", "yellow") + f": {how}, by the stop")
+        self._human_output(e.job, r)
+        if e.sent_back_as:
+            back = f"sent back as job {e.sent_back_as}, no attempt used"
+        else:
+            back = "made visible again, for another worker"
+        self._job_line(e.job, f"not a failure: {back}")
+        self.out.event(
+            "JOB_INTERRUPTED",
+            {
+                "queue": e.queue,
+                "job": e.job,
+                "command": e.command,
+                "attempt": e.attempt,
+                "exitCode": r.exit_code,
+                "killSignal": r.signal_name,
+                "duration": round(r.duration, 3),
+                "stdout": r.stdout,
+                "stderr": r.stderr,
+                "sentBackAs": e.sent_back_as,
+            },
+        )
+
     def _on_JobRetry(self, e: JobRetry) -> None:
         self._job_line(e.job, self.out.style(f"retrying in {e.delay} s", "yellow"))
         self.out.event(
@@ -190,6 +223,8 @@ class WorkerView:
         line = f"Ran {jobs}: {e.succeeded} succeeded, {e.failed} failed"
         if e.retried:
             line += f" ({e.retried} will be retried)"
+        if e.interrupted:
+            line += f"; {e.interrupted} interrupted by the stop, given back"
         if e.archived:
             line += f"; archived {e.archived}"
         self.out.note(line)
@@ -201,6 +236,7 @@ class WorkerView:
                 "failed": e.failed,
                 "retried": e.retried,
                 "archived": e.archived,
+                "interrupted": e.interrupted or None,
                 "killed": e.killed or None,
             },
         )

@@ -12,6 +12,7 @@ __all__ = [
     "Event",
     "JobArchived",
     "JobFailed",
+    "JobInterrupted",
     "JobRetry",
     "JobStarted",
     "JobSucceeded",
@@ -96,6 +97,20 @@ class JobFailed:
 
 
 @dataclass(frozen=True)
+class JobInterrupted:
+    """A job ended by the service's stop signal while the worker stops: no failure
+    (see ``worker/interrupt.py``). ``sent_back_as``: the message id of the copy
+    sent in its place; None when the message was made visible again instead."""
+
+    queue: str
+    job: str
+    command: str
+    attempt: int
+    result: JobResult
+    sent_back_as: str | None
+
+
+@dataclass(frozen=True)
 class JobRetry:
     queue: str
     job: str
@@ -134,6 +149,7 @@ class Summary:
     retried: int  # of the failed, how many will run again
     archived: int
     killed: bool
+    interrupted: int = 0  # jobs ended by the service's stop, their messages given back
 
 
 Event = (
@@ -142,6 +158,7 @@ Event = (
     | JobStarted
     | JobSucceeded
     | JobFailed
+    | JobInterrupted
     | JobRetry
     | JobArchived
     | Waiting

@@ -116,7 +116,7 @@ class Worker:
         self._lock = threading.Lock()
         self._emit_lock = threading.Lock()
         self._changed = threading.Event()
-        self._stopping = threading.Event()
+        self._stopping = self._runner.stopping  # the runner's jobs see the stop
         self._queues: dict[str, QueueRef] = {}
         self._pollers: dict[str, threading.Thread] = {}
         self._missing_reported: set[str] = set()
@@ -444,6 +444,7 @@ class Worker:
             failed=s["failed"],
             retried=s["retried"],
             archived=s["archived"],
+            interrupted=s["interrupted"],
             killed=self._runner.killed.is_set(),
         )
         self._emit(summary)

@@ -10,25 +10,29 @@ import time
 from collections.abc import Callable
 
 from ..broker.base import Message
+from ..errors import BrokerError
 from ..job import Job, JobResult
 from ..keeper import Keeper
 from ..spawn import environ
 from .acker import Acker
 from .events import (
+    BrokerTrouble,
     Event,
     JobArchived,
     JobFailed,
+    JobInterrupted,
     JobRetry,
     JobStarted,
     JobSucceeded,
     WorkerSettings,
 )
+from .interrupt import keeps_its_place, send_back, stopped_by_service
 from .policy import Slots, retry_delay
 from .queues import QueueRef
 
 __all__ = ["Follow", "Runner", "chains"]
 
-STATS = ("ran", "succeeded", "failed", "retried", "archived")
+STATS = ("ran", "succeeded", "failed", "retried", "archived", "interrupted")
 
 #: Given the queue of a job that ended with its slot kept: the next messages for
 #: that slot and when they were received, or ``[]`` with the slot given back.
@@ -63,6 +67,7 @@ class Runner:
         self._lock = threading.Lock()
         self._jobs: set[Job] = set()
         self.killed = threading.Event()
+        self.stopping = threading.Event()  # set by the worker's first signal
         self.retry_due = 0.0  # when the last retry this worker scheduled comes due
         self._stats = dict.fromkeys(STATS, 0)
         self._base_env = environ()  # read once: encoding it costs as much as a receive
@@ -149,6 +154,9 @@ class Runner:
                 pending.append(lambda: self._succeeded(q, m, result))
                 return False
             self._count("ran")
+            if stopped_by_service(result, self.stopping):
+                self._give_back(q, m, result)
+                return False
             return self._failed(q, m, result, received_at)
         finally:
             self._on_activity()
@@ -200,6 +208,24 @@ class Runner:
                     self._jobs.discard(job)
                 self._keeper.remove(job)
         return result
+
+    def _give_back(self, q: QueueRef, m: Message, result: JobResult) -> None:
+        """The job of ``m`` was ended by the service's stop: its message goes back
+        for another worker, without using an attempt where it can (see
+        ``worker/interrupt.py``). If the copy cannot be sent, the message is made
+        visible again."""
+        copy: str | None = None
+        if not keeps_its_place(q, m):
+            try:
+                copy = send_back(self._acker.broker, q, m)
+            except BrokerError as exc:
+                self._emit(BrokerTrouble(q.name, f"sending back job {m.message_id}: {exc}", 0.0))
+        if copy is None:
+            self._acker.change(m, 0)
+        else:
+            self._acker.delete(m, urgent=True)
+        self._count("interrupted")
+        self._emit(JobInterrupted(q.name, m.message_id, m.body, m.receive_count, result, copy))
 
     def _failed(self, q: QueueRef, m: Message, result: JobResult, received_at: float) -> bool:
         self._count("failed")
