@@ -34,7 +34,7 @@ from .broker.base import (
 from .config import Options
 from .errors import BrokerError
 from .failed import SQS_WAIT, Pair, find_pairs
-from .idle import read_counts
+from .matching import read_counts
 
 __all__ = ["REQUEUE_HOLD", "Moved", "RequeueResult", "requeue"]
 
