@@ -96,6 +96,11 @@ _GLOBALS: list[tuple[tuple[str, ...], dict[str, Any]]] = [
 ]
 
 
+# SQS settings that, read from the environment, are left out for the SQLite store
+# (a shell set up for SQS may use a store too); given as options, they are an error.
+_SQS_ONLY = ("region", "endpoint_url")
+
+
 def _remember(ctx: click.Context, param: click.Parameter, value: Any) -> Any:
     # ctx.meta is shared by the group's context and the command's, so a value
     # given after the command name overrides one given before it.
@@ -129,6 +134,8 @@ def options_from(ctx: click.Context) -> Options:
         verbose = False
     else:
         verbose = sys.stderr.isatty()
+    if (given.get("broker") or "sqlite") != "sqs":
+        given = {k: v for k, v in given.items() if k not in _SQS_ONLY or not _from_env(ctx, k)}
     return Options(
         broker=given.get("broker") or "sqlite",
         prefix=given.get("prefix", _empty_env("QDONE_PREFIX", DEFAULTS.prefix)),
@@ -139,6 +146,17 @@ def options_from(ctx: click.Context) -> Options:
         cache_uri=given.get("cache_uri") or None,
         cache_prefix=given.get("cache_prefix", DEFAULTS.cache_prefix),
         cache_ttl_seconds=given.get("cache_ttl_seconds", DEFAULTS.cache_ttl_seconds),
+    )
+
+
+def _from_env(ctx: click.Context, name: str) -> bool:
+    """Whether global option ``name`` has its value from its ``QDONE_*`` variable
+    (the group reads those), not from an option before or after the command name."""
+    env = click.core.ParameterSource.ENVIRONMENT
+    return ctx.find_root().get_parameter_source(name) == env and ctx.get_parameter_source(name) in (
+        None,
+        env,
+        click.core.ParameterSource.DEFAULT,
     )
 
 

@@ -1,0 +1,48 @@
+"""The smaller points of issue 10, each with its test."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+
+from .sites import QDONE
+
+
+def run(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([QDONE, *args], env=env, capture_output=True, text=True, timeout=60)
+
+
+# -- QDONE_REGION / QDONE_ENDPOINT_URL in the environment, with the SQLite store ----
+
+
+def test_sqs_settings_in_the_environment_do_not_stop_sqlite(sqlite_url: str) -> None:
+    env = {
+        **os.environ,
+        "QDONE_BROKER": sqlite_url,
+        "QDONE_REGION": "eu-west-1",
+        "QDONE_ENDPOINT_URL": "http://127.0.0.1:9",
+    }
+    result = run(env, "enqueue", "q", "true")
+    assert result.returncode == 0, result.stderr
+    assert run(env, "worker", "--drain", "-w", "0", "q").returncode == 0
+
+
+def test_an_explicit_region_with_sqlite_is_still_an_error(sqlite_url: str) -> None:
+    env = {**os.environ, "QDONE_BROKER": sqlite_url}
+    for args in (["--region", "eu-west-1", "enqueue"], ["enqueue", "--region", "eu-west-1"]):
+        result = run(env, *args, "q", "true")
+        assert result.returncode == 2
+        assert "--region applies only to --broker sqs" in result.stderr
+
+
+def test_the_region_from_the_environment_reaches_sqs(moto_endpoint: str, prefix: str) -> None:
+    env = {
+        **os.environ,
+        "QDONE_BROKER": "sqs",
+        "QDONE_REGION": "eu-west-1",
+        "QDONE_ENDPOINT_URL": moto_endpoint,
+        "QDONE_PREFIX": prefix,
+    }
+    result = run(env, "-v", "enqueue", "q", "true")
+    assert result.returncode == 0, result.stderr
+    assert "eu-west-1" in result.stderr.splitlines()[0]
