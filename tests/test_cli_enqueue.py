@@ -78,7 +78,7 @@ def test_quiet_enqueue_prints_a_json_event(sqlite_url: str) -> None:
     assert result.stderr == ""
     event = json.loads(result.stdout)
     assert event["event"] == "ENQUEUED"
-    assert event["queue"] == "q"
+    assert event["queue"] == "qdone_q"  # the full name, as in every event
 
 
 @pytest.mark.parametrize(

@@ -59,8 +59,8 @@ def test_snapshot_counts_queues_and_failed_queues(broker: Broker, options: Optio
     seed(broker, options)
     snap = take_snapshot(broker, options, ["*"], clock=lambda: 42.0)
     assert snap.rows == [
-        Row("jobs", "*", Counts(3, 1, 1), Counts(2, 0, 0)),
-        Row("mail", "*", Counts(), None),
+        Row("jobs", "*", Counts(3, 1, 1), Counts(2, 0, 0), options.prefix + "jobs"),
+        Row("mail", "*", Counts(), None, options.prefix + "mail"),
     ]
     assert snap.totals == Counts(3, 1, 1)
     assert snap.failed_totals == Counts(2, 0, 0)
@@ -211,7 +211,8 @@ def test_cli_once_prints_one_json_object_per_queue(
     records = [json.loads(line) for line in run.stdout.splitlines()]
     assert [r["event"] for r in records] == ["QUEUE_COUNTS", "QUEUE_COUNTS", "TOTAL_COUNTS"]
     jobs, mail, total = records
-    assert (jobs["queue"], jobs["visible"], jobs["in_flight"], jobs["delayed"]) == ("jobs", 3, 1, 1)
+    counts = (jobs["queue"], jobs["visible"], jobs["in_flight"], jobs["delayed"])
+    assert counts == (f"{options.prefix}jobs", 3, 1, 1)
     assert jobs["failed_visible"] == 2
     assert "failed_visible" not in mail
     assert (total["queues"], total["visible"], total["failed_visible"]) == (2, 3, 2)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 
@@ -46,3 +47,25 @@ def test_the_region_from_the_environment_reaches_sqs(moto_endpoint: str, prefix:
     result = run(env, "-v", "enqueue", "q", "true")
     assert result.returncode == 0, result.stderr
     assert "eu-west-1" in result.stderr.splitlines()[0]
+
+
+# -- the JSON `queue` field: the queue's full name in every event --------------------
+
+
+def test_every_json_event_names_the_queue_by_its_full_name(sqlite_url: str) -> None:
+    env = {**os.environ, "QDONE_BROKER": sqlite_url}
+    enqueued = run(env, "enqueue", "myQueue", "true")
+    worked = run(env, "worker", "--drain", "-w", "0", "myQueue")
+    counted = run(env, "monitor", "myQueue", "--once", "--json")
+    names = {}
+    for result in (enqueued, worked, counted):
+        assert result.returncode == 0, result.stderr
+        for line in result.stdout.splitlines():
+            event = json.loads(line)
+            if "queue" in event:
+                names[event["event"]] = event["queue"]
+    assert names == {
+        "ENQUEUED": "qdone_myQueue",
+        "JOB_SUCCEEDED": "qdone_myQueue",
+        "QUEUE_COUNTS": "qdone_myQueue",
+    }

@@ -68,7 +68,7 @@ def enqueue(
     message_id = broker.send(target.url, entry)
     if on_sent is not None:
         on_sent(target.names.main)
-    return EnqueueResult(queue, message_id, target.created)
+    return EnqueueResult(queue, message_id, target.created, target.names.main)
 
 
 def enqueue_batch(

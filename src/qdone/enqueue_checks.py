@@ -63,9 +63,10 @@ class SendSettings:
 
 @dataclass(frozen=True)
 class EnqueueResult:
-    queue: str
+    queue: str  # as given
     message_id: str
     created: list[str]
+    full_name: str = ""  # with prefix and suffixes
 
 
 def check_command(command: str, where: str) -> int:

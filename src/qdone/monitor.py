@@ -72,6 +72,7 @@ class Row:
     pattern: str  # the pattern that matched it, as given
     counts: Counts
     failed: Counts | None
+    full_name: str = ""  # with the prefix
 
 
 @dataclass(frozen=True)
@@ -110,7 +111,7 @@ def _rows(
         except QueueNotFound:
             continue  # deleted since it was listed
         failed = _failed_counts(broker, failed_name(name, options), matched)
-        rows.append(Row(short_name(name, options.prefix), pattern, counts, failed))
+        rows.append(Row(short_name(name, options.prefix), pattern, counts, failed, name))
     return rows
 
 

@@ -89,7 +89,7 @@ def enqueue_command(ctx: click.Context, /, queue: str, command: str, **kwargs: A
         )
         try:
             output.info(f"Enqueued job {result.message_id}")
-            output.event("ENQUEUED", {"queue": queue, "job": result.message_id})
+            output.event("ENQUEUED", {"queue": result.full_name, "job": result.message_id})
         except OSError as exc:  # e.g. stdout on a full disk: the job is on the queue
             raise QdoneError(
                 f"job {result.message_id} was enqueued to {queue}, but reporting it "

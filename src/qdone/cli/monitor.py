@@ -50,7 +50,7 @@ def _emit_json(output: Output, snapshot: Snapshot) -> None:
         output.event(
             "QUEUE_COUNTS",
             {
-                "queue": row.name,
+                "queue": row.full_name,
                 "visible": row.counts.visible,
                 "in_flight": row.counts.in_flight,
                 "delayed": row.counts.delayed,
