@@ -69,3 +69,25 @@ def test_every_json_event_names_the_queue_by_its_full_name(sqlite_url: str) -> N
         "JOB_SUCCEEDED": "qdone_myQueue",
         "QUEUE_COUNTS": "qdone_myQueue",
     }
+
+
+# -- output cut to its last 64 KiB says so ------------------------------------------
+
+
+def test_output_cut_to_its_tail_says_how_much_was_dropped(sqlite_url: str) -> None:
+    env = {**os.environ, "QDONE_BROKER": sqlite_url}
+    # 100,000 bytes on stdout, 10 on stderr; then the same job failing
+    big = "head -c 100000 /dev/zero | tr '\\\\0' x; echo 123456789 >&2"
+    assert run(env, "enqueue", "cut", big).returncode == 0
+    assert run(env, "enqueue", "cut", f"{big}; exit 1").returncode == 0
+    result = run(env, "worker", "--drain", "-w", "0", "cut")
+    by = {e["event"]: e for e in map(json.loads, result.stdout.splitlines())}
+    for name in ("JOB_SUCCEEDED", "JOB_FAILED"):
+        event = by[name]
+        assert len(event["stdout"]) == 65_536
+        assert event["stdoutDropped"] == 100_000 - 65_536
+        assert "stderrDropped" not in event and event["stderr"] == "123456789\n"
+    human = run(env, "-v", "enqueue", "cut", big)
+    assert human.returncode == 0
+    verbose = run(env, "-v", "worker", "--drain", "-w", "0", "cut")
+    assert "stdout (the last 65,536 of 100,000 bytes):" in verbose.stderr

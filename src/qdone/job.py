@@ -88,6 +88,11 @@ class TailBuffer:
     def text(self) -> str:
         return self.getvalue().decode("utf-8", errors="replace")
 
+    @property
+    def dropped(self) -> int:
+        """Bytes written but no longer kept."""
+        return max(0, self.total - self.limit)
+
 
 @dataclass(frozen=True)
 class JobResult:
@@ -102,6 +107,9 @@ class JobResult:
     timed_out: bool = False
     killed: bool = False  # by the worker, on a second signal
     error: str | None = None
+    # Bytes printed before the tail kept in ``stdout`` / ``stderr`` (0: all kept).
+    stdout_dropped: int = 0
+    stderr_dropped: int = 0
 
     @property
     def ok(self) -> bool:
@@ -253,6 +261,8 @@ class Job:
             duration=self._clock() - self._started,
             timed_out=timed_out,
             killed=self._killed.is_set(),
+            stdout_dropped=self.stdout.dropped,
+            stderr_dropped=self.stderr.dropped,
         )
 
     def _pump(self, deadline: float) -> bool:

@@ -14,7 +14,9 @@ only when it has data:
     listing changes).
 ``JOB_SUCCEEDED``
     ``queue``, ``job`` (message id), ``command``, ``attempt`` (receive count),
-    ``duration`` (seconds), ``stdout``, ``stderr`` (tails, up to 64 KiB each).
+    ``duration`` (seconds), ``stdout``, ``stderr`` (tails, up to 64 KiB each),
+    ``stdoutDropped``, ``stderrDropped`` (bytes before the tails, when cut; also
+    in ``JOB_FAILED`` and ``JOB_INTERRUPTED``).
 ``JOB_FAILED``
     Node qdone's fields ``job``, ``command``, ``exitCode``, ``killSignal``
     (e.g. ``SIGTERM``), ``stdout``, ``stderr``, ``errorMessage``; and ``queue``,
@@ -148,8 +150,7 @@ class WorkerView:
                 "command": e.command,
                 "attempt": e.attempt,
                 "duration": round(r.duration, 3),
-                "stdout": r.stdout,
-                "stderr": r.stderr,
+                **_output_fields(r),
             },
         )
 
@@ -192,8 +193,7 @@ class WorkerView:
                 "exitCode": r.exit_code,
                 "killSignal": r.signal_name,
                 "duration": round(r.duration, 3),
-                "stdout": r.stdout,
-                "stderr": r.stderr,
+                **_output_fields(r),
                 "sentBackAs": e.sent_back_as,
             },
         )
@@ -242,11 +242,26 @@ class WorkerView:
         )
 
     def _human_output(self, job: str, r: JobResult) -> None:
-        for name, text in (("stdout", r.stdout), ("stderr", r.stderr)):
+        for name, text, dropped in (
+            ("stdout", r.stdout, r.stdout_dropped),
+            ("stderr", r.stderr, r.stderr_dropped),
+        ):
             if text.strip():
-                self._job_line(job, self.out.style(f"{name}:", "dim"))
+                kept = len(text.encode("utf-8", "surrogateescape"))
+                cut = f" (the last {kept:,} of {kept + dropped:,} bytes)" if dropped else ""
+                self._job_line(job, self.out.style(f"{name}{cut}:", "dim"))
                 for line in _tail(text).splitlines():
                     self._job_line(job, line, indent=4)
+
+
+def _output_fields(r: JobResult) -> dict[str, Any]:
+    """A job's output tails, and how many bytes before each were dropped."""
+    return {
+        "stdout": r.stdout,
+        "stderr": r.stderr,
+        "stdoutDropped": r.stdout_dropped or None,
+        "stderrDropped": r.stderr_dropped or None,
+    }
 
 
 def _failed_fields(e: JobFailed, message: str) -> dict[str, Any]:
@@ -256,8 +271,7 @@ def _failed_fields(e: JobFailed, message: str) -> dict[str, Any]:
         "command": e.command,
         "exitCode": r.exit_code,
         "killSignal": r.signal_name,
-        "stdout": r.stdout,
-        "stderr": r.stderr,
+        **_output_fields(r),
         "errorMessage": message,
         "queue": e.queue,
         "attempt": e.attempt,
