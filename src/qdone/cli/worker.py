@@ -345,7 +345,8 @@ def _install_signals(worker: Worker, output: Output) -> None:
     "receives wait at most 1 s on SQS (still a long poll, which asks every server; "
     "none on SQLite), so the worker exits about a second after its last job; an empty "
     "queue is polled again only after a job ends, at most once per --wait-time while "
-    "jobs run.",
+    "jobs run. A job that failed on a queue without a redrive policy (a failed queue) "
+    "is not waited for: it comes back after the queue's visibility timeout.",
 )
 @click.option(
     "--archive",
