@@ -206,15 +206,17 @@ class SqsBroker(Broker):
     def receive(
         self, url: str, max_messages: int, visibility_timeout: int, wait_time: float
     ) -> list[Message]:
+        wait = min(MAX_WAIT_TIME, max(0, int(wait_time)))
         request = {
             "QueueUrl": url,
             "MaxNumberOfMessages": max_messages,
             "VisibilityTimeout": visibility_timeout,
-            "WaitTimeSeconds": min(MAX_WAIT_TIME, max(0, int(wait_time))),
+            "WaitTimeSeconds": wait,
             "MessageAttributeNames": ["All"],
         }
         with self._mapped(queue=self.queue_name(url)):
-            client = self._sqs()
+            # Only a long poll may wait for its answer past the other calls' timeout.
+            client = self._clients.sqs_long_poll() if wait else self._sqs()
             request[shapes.system_attributes_param(client)] = shapes.SYSTEM_ATTRIBUTES
             response = client.receive_message(**cast("ReceiveMessageRequestTypeDef", request))
             return [shapes.message(url, m) for m in response.get("Messages", [])]

@@ -88,15 +88,20 @@ def check_endpoint(url: str | None) -> None:
         raise ConfigError(f"cannot use endpoint {url!r}: not an http:// or https:// URL")
 
 
-def _client_config() -> Config:
+CONNECT_TIMEOUT = 3  # s to open a connection: SQS accepts within milliseconds
+READ_TIMEOUT = 10  # s to wait for an answer: SQS answers any call but a long poll at once
+LONG_POLL_TIMEOUT = MAX_WAIT_TIME + 10  # s for a long poll's answer: it waits up to 20 s
+
+
+def _client_config(read_timeout: float) -> Config:
     """A new Config per client: botocore writes the resolved retry settings into
     the ``retries`` dict it is given, so a shared one would freeze the first's."""
-    # Long polls last up to 20 s, so reads wait longer than that; a worker polls
-    # many queues from many threads through one client, so its pool is large.
+    # A worker polls many queues from many threads through one client: a large pool.
+    # A call hanging on a dead network costs at most 3 tries of the timeouts.
     return Config(
         retries={"mode": "standard"},
-        connect_timeout=5,
-        read_timeout=MAX_WAIT_TIME + 10,
+        connect_timeout=CONNECT_TIMEOUT,
+        read_timeout=read_timeout,
         max_pool_connections=50,
         tcp_keepalive=True,
     )
@@ -127,6 +132,7 @@ class Clients:
         self._lock = threading.Lock()
         self._session: boto3.session.Session | None = None
         self._sqs_client: SQSClient | None = None
+        self._poll_client: SQSClient | None = None
         self._cw_client: CloudWatchClient | None = None
 
     def _count_request(self, event_name: str, **_: Any) -> None:
@@ -134,7 +140,9 @@ class Clients:
         with self._lock:
             self._on_request(_SERVICE_IDS.get(service_id, service_id), action)
 
-    def _new_client(self, service: str, endpoint_url: str | None) -> Any:
+    def _new_client(
+        self, service: str, endpoint_url: str | None, read_timeout: float = READ_TIMEOUT
+    ) -> Any:
         """A client of ``service`` from the shared session; call with the lock held."""
         try:
             if self._session is None:
@@ -143,7 +151,7 @@ class Clients:
                 service,  # type: ignore[call-overload]
                 region_name=self.region,
                 endpoint_url=endpoint_url,
-                config=_client_config(),
+                config=_client_config(read_timeout),
             )
         except _AWS_CONFIG_ERRORS as exc:
             raise _config_error(exc) from exc
@@ -161,6 +169,16 @@ class Clients:
                 if self._sqs_client is None:
                     self._sqs_client = cast("SQSClient", self._new_client("sqs", self.endpoint_url))
         return self._sqs_client
+
+    def sqs_long_poll(self) -> SQSClient:
+        """A client for long polls alone: its reads may wait past the 20 s poll, where
+        other calls give up after ``READ_TIMEOUT``."""
+        if self._poll_client is None:
+            with self._lock:
+                if self._poll_client is None:
+                    client = self._new_client("sqs", self.endpoint_url, LONG_POLL_TIMEOUT)
+                    self._poll_client = cast("SQSClient", client)
+        return self._poll_client
 
     def cloudwatch(self) -> CloudWatchClient:
         if self._cw_client is None:
@@ -183,10 +201,10 @@ class Clients:
 
     def close(self) -> None:
         with self._lock:
-            for client in (self._sqs_client, self._cw_client):
+            for client in (self._sqs_client, self._poll_client, self._cw_client):
                 if client is not None:
                     client.close()
-            self._sqs_client = self._cw_client = None
+            self._sqs_client = self._poll_client = self._cw_client = None
 
 
 @contextmanager

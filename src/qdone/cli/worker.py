@@ -47,10 +47,13 @@ The closing line ``Ran N jobs: S succeeded, F failed`` is always on stderr.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import os
 import signal
 import sys
 import threading
+import time
 from types import FrameType
 from typing import Any
 
@@ -77,11 +80,13 @@ from ..worker.events import (
     Waiting,
     WorkerSettings,
 )
+from .archive import ArchiveWriter
 from .common import global_options, open_for, options_from
 
 __all__ = ["WorkerView", "worker_command"]
 
 TAIL_LINES = 20  # of each stream, in human output
+KILL_EXIT_WITHIN = 5.0  # s from the second signal to the end of the process, at most
 
 
 def _tail(text: str) -> str:
@@ -136,7 +141,7 @@ class WorkerView:
         self._job_line(e.job, self.out.style(f"executing: {e.command}", "dim"))
 
     def _on_JobArchived(self, e: JobArchived) -> None:
-        self.out.result(e.command)
+        pass  # written by ArchiveWriter, before the message is deleted
 
     def _on_JobSucceeded(self, e: JobSucceeded) -> None:
         r = e.result
@@ -283,9 +288,28 @@ def _failed_fields(e: JobFailed, message: str) -> dict[str, Any]:
     }
 
 
+def _exit_within(seconds: float) -> None:
+    """After a second signal: if the worker has not ended ``seconds`` from now (a
+    broker call hangs on the network, a flush of deletes with it), end the process.
+    Messages whose delete was not sent come back: their jobs run again."""
+
+    def deadline() -> None:
+        time.sleep(seconds)
+        with contextlib.suppress(OSError):
+            os.write(
+                2,
+                b"qdone: error: stopped by a second signal; a broker call did not return "
+                b"in time: deletes not yet sent are lost, and their jobs will run again\n",
+            )
+        os._exit(int(ExitCode.INTERRUPTED))
+
+    threading.Thread(target=deadline, name="qdone-exit-deadline", daemon=True).start()
+
+
 def _install_signals(worker: Worker, output: Output) -> None:
-    """First SIGINT/SIGTERM: stop taking work; second: kill the jobs. The handler
-    only starts a thread: it must not take locks the interrupted code may hold."""
+    """First SIGINT/SIGTERM: stop taking work; second: kill the jobs, and exit within
+    ``KILL_EXIT_WITHIN`` s whatever the network does. The handler only starts a
+    thread: it must not take locks the interrupted code may hold."""
     received: list[int] = []
 
     def act(signum: int) -> None:
@@ -293,7 +317,8 @@ def _install_signals(worker: Worker, output: Output) -> None:
         if len(received) == 1:
             output.info(f"Received {name}: finishing running jobs, taking no new ones")
             worker.stop()
-        else:
+        elif len(received) == 2:
+            _exit_within(KILL_EXIT_WITHIN)
             output.info(f"Received {name} again: killing running jobs")
             worker.kill()
 
@@ -398,6 +423,7 @@ def worker_command(ctx: click.Context, /, queues: tuple[str, ...], **kw: Any) ->
     settings = WorkerSettings(queues=queues, **kw)
     if settings.drain and settings.wait_time == 0 and parse_broker_url(options.broker)[0] == "sqs":
         raise UsageError("--drain needs --wait-time above 0 on SQS: short polls can miss messages")
+    archive = ArchiveWriter() if settings.archive else None
     output = Output(
         verbose=options.verbose,
         json_lines=not settings.archive and not _stderr_tty(),
@@ -405,9 +431,11 @@ def worker_command(ctx: click.Context, /, queues: tuple[str, ...], **kw: Any) ->
     )
     with open_for(options, output) as broker:
         view = WorkerView(output, settings.kill_after, settings.concurrency)
-        worker = Worker(broker, options, settings, on_event=view)
+        worker = Worker(broker, options, settings, on_event=view, archive_to=archive)
         _install_signals(worker, output)
         summary = worker.run()
+    if archive is not None:
+        archive.check()
     if summary.killed:
         raise SystemExit(int(ExitCode.INTERRUPTED))
     if settings.drain and summary.failed > summary.retried:  # some failed for good

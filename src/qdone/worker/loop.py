@@ -76,7 +76,10 @@ class Worker:
         on_event: Callable[[Event], None] = lambda _e: None,
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
+        archive_to: Callable[[str], None] | None = None,
     ) -> None:
+        """``archive_to``: with ``--archive``, writes a command out (flushed), raising
+        OSError when it cannot; the message is deleted only after it returned."""
         self.broker = broker
         self.settings = settings
         self._on_event = on_event
@@ -108,6 +111,8 @@ class Worker:
             on_activity=self._activity,
             clock=clock,
             rng=rng or random.Random(),
+            archive_to=archive_to,
+            on_stop=self.stop,
         )
         # Job threads run at the jobs' niceness (Linux): the jobs inherit it.
         self._pool = ThreadPoolExecutor(
@@ -159,7 +164,8 @@ class Worker:
             self._main_loop()
         finally:
             self.stop()
-            self._pool.shutdown(wait=not self._runner.killed.is_set())
+            # Killed jobs end at once: wait for their reports, so the summary counts them.
+            self._pool.shutdown(wait=True)
             self._runner.close()
             self._acker.stop()
         return self._summary()

@@ -56,8 +56,12 @@ class Runner:
         on_activity: Callable[[], None],
         clock: Callable[[], float],
         rng: random.Random,
+        archive_to: Callable[[str], None] | None = None,
+        on_stop: Callable[[], None] = lambda: None,
     ) -> None:
         self.settings = settings
+        self._archive_to = archive_to  # writes a command, raising OSError when it cannot
+        self._on_stop = on_stop
         self._acker = acker
         self._slots = slots
         self._emit = emit
@@ -145,10 +149,7 @@ class Runner:
         ends well leaves its delete and report in ``pending``."""
         try:
             if self.settings.archive:
-                self._emit(JobArchived(q.name, m.message_id, m.body))
-                self._acker.delete(m)
-                self._count("archived")
-                return False
+                return not self._archive(q, m)
             result = self._execute(q, m, pending)
             if result.ok:
                 pending.append(lambda: self._succeeded(q, m, result))
@@ -160,6 +161,22 @@ class Runner:
             return self._failed(q, m, result, received_at)
         finally:
             self._on_activity()
+
+    def _archive(self, q: QueueRef, m: Message) -> bool:
+        """Write the command out, then delete its message: only a command written
+        (and flushed) is deleted. A write that fails lets the message go and stops
+        the worker; False then."""
+        if self._archive_to is not None:
+            try:
+                self._archive_to(m.body)
+            except OSError:
+                self._acker.change(m, 0)
+                self._on_stop()
+                return False
+        self._emit(JobArchived(q.name, m.message_id, m.body))
+        self._acker.delete(m)
+        self._count("archived")
+        return True
 
     def _succeeded(self, q: QueueRef, m: Message, result: JobResult) -> None:
         self._acker.delete(m, urgent=q.fifo)

@@ -1,0 +1,44 @@
+"""``worker --archive``'s output: each command written to stdout, past any buffer,
+before its message is deleted; a command that cannot be written is not deleted."""
+
+from __future__ import annotations
+
+import os
+
+from ..errors import QdoneError, UsageError
+
+__all__ = ["ArchiveWriter"]
+
+
+class ArchiveWriter:
+    """Writes commands to a descriptor (stdout), one per line. ``error`` keeps the
+    first write that failed, for the command's closing error line."""
+
+    def __init__(self, fd: int = 1) -> None:
+        self.fd = fd
+        self.error: OSError | None = None
+        try:
+            os.fstat(fd)
+        except OSError as exc:
+            raise UsageError(
+                "--archive prints every command it deletes, but stdout is closed"
+            ) from exc
+
+    def __call__(self, command: str) -> None:
+        data = (command + "\n").encode("utf-8", "surrogateescape")
+        try:
+            while data:  # os.write: no buffer left to fail later, at exit
+                data = data[os.write(self.fd, data) :]
+        except OSError as exc:
+            if self.error is None:
+                self.error = exc
+            raise
+
+    def check(self) -> None:
+        """Raise the error of a write that failed, once the worker has stopped."""
+        if self.error is not None:
+            raise QdoneError(
+                f"cannot write to stdout ({self.error.strerror}): archiving stopped; "
+                "the command that could not be written was not deleted (it is received "
+                "again, or moves to the failed queue when it has no attempt left)"
+            )
