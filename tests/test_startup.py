@@ -14,6 +14,7 @@ from pathlib import Path
 import click
 import pytest
 
+from qdone import __version__
 from qdone.cli import COMMANDS, qdone
 
 # Runs ``qdone ARGS...`` as the console script does, and at exit (``main`` ends in
@@ -25,7 +26,7 @@ _WRAPPER = (
     "        json.dump(sorted(sys.modules), f)\n"
     "atexit.register(_dump)\n"
     "sys.argv[0] = 'qdone'\n"
-    "from qdone.cli import main\n"
+    "from qdone.entry import main\n"
     "main()\n"
 )
 _AWS = ("boto3", "botocore")
@@ -51,12 +52,31 @@ def loaded(modules: set[str], *packages: str) -> list[str]:
     return sorted(m for m in modules if any(m == p or m.startswith(p + ".") for p in packages))
 
 
-def test_version_loads_no_command_broker_or_aws_sdk(tmp_path: Path) -> None:
-    modules = modules_after(tmp_path, "--version")
+@pytest.mark.parametrize("flag", ["--version", "-V"])
+def test_version_alone_loads_not_even_the_command_line(tmp_path: Path, flag: str) -> None:
+    modules = modules_after(tmp_path, flag)
+    assert loaded(modules, *_AWS, "click", "qdone.cli", "qdone.broker", "qdone.worker") == []
+
+
+def test_version_among_options_loads_no_command_broker_or_aws_sdk(tmp_path: Path) -> None:
+    modules = modules_after(tmp_path, "--prefix", "p_", "--version")
+    assert "click" in modules
     assert loaded(modules, *_AWS) == []
     assert loaded(modules, "qdone.worker", "qdone.broker", "qdone.enqueue") == []
     commands = {f"qdone.cli.{target.partition(':')[0]}" for target in COMMANDS.values()}
     assert sorted(commands & modules) == []
+
+
+@pytest.mark.parametrize("args", [["--version"], ["-V"], ["--prefix", "p_", "--version"]])
+def test_version_line_is_the_same_either_way(args: list[str]) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "qdone", *args], capture_output=True, text=True, timeout=60
+    )
+    assert (result.returncode, result.stdout, result.stderr) == (
+        0,
+        f"qdone, version {__version__}\n",
+        "",
+    )
 
 
 def test_sqlite_enqueue_loads_neither_the_aws_sdk_nor_the_worker(tmp_path: Path) -> None:
