@@ -97,7 +97,8 @@ class TailBuffer:
 @dataclass(frozen=True)
 class JobResult:
     """How a job ended. ``signal`` is set when a signal ended it; ``error`` when it
-    could not be started at all."""
+    could not be started at all. ``handler``: a Python handler ran it (not a shell),
+    and ``exception`` is what it raised (``"ValueError: bad frame"``), if anything."""
 
     exit_code: int | None
     signal: int | None
@@ -110,10 +111,17 @@ class JobResult:
     # Bytes printed before the tail kept in ``stdout`` / ``stderr`` (0: all kept).
     stdout_dropped: int = 0
     stderr_dropped: int = 0
+    exception: str | None = None
+    handler: bool = False
 
     @property
     def ok(self) -> bool:
-        return self.exit_code == 0 and not self.timed_out and self.error is None
+        return (
+            self.exit_code == 0
+            and not self.timed_out
+            and self.error is None
+            and self.exception is None
+        )
 
     @property
     def signal_name(self) -> str | None:

@@ -71,6 +71,7 @@ from ..worker.events import (
     JobArchived,
     JobFailed,
     JobInterrupted,
+    JobOverdue,
     JobRetry,
     JobStarted,
     JobSucceeded,
@@ -96,6 +97,13 @@ def _tail(text: str) -> str:
 def _error_message(result: JobResult, kill_after: int) -> str:
     if result.error:
         return f"cannot start: {result.error}"
+    if result.handler and result.timed_out:
+        return (
+            f"the handler ran past {kill_after} s (--kill-after); a thread cannot be killed, "
+            "so it ran to its end and counts as failed"
+        )
+    if result.exception is not None:
+        return f"raised {result.exception}"
     if result.timed_out:
         return f"killed after {kill_after} s (--kill-after)"
     if result.killed:
@@ -201,6 +209,12 @@ class WorkerView:
                 **_output_fields(r),
                 "sentBackAs": e.sent_back_as,
             },
+        )
+
+    def _on_JobOverdue(self, e: JobOverdue) -> None:
+        self.out.warn(
+            f"job {e.job} on {e.queue} still runs after {e.kill_after} s (--kill-after): "
+            "a handler's thread cannot be killed; its message is no longer kept hidden"
         )
 
     def _on_JobRetry(self, e: JobRetry) -> None:

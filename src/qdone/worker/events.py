@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..config import DEFAULTS
+from ..errors import UsageError
 from ..job import GRACE, JobResult
 
 __all__ = [
@@ -13,6 +14,7 @@ __all__ = [
     "JobArchived",
     "JobFailed",
     "JobInterrupted",
+    "JobOverdue",
     "JobRetry",
     "JobStarted",
     "JobSucceeded",
@@ -24,6 +26,8 @@ __all__ = [
 ]
 
 MAX_VISIBILITY = 43_200  # SQS: 12 h from the receive
+MAX_WAIT = 20  # SQS's longest long poll
+MAX_CONCURRENCY = 1000
 
 
 @dataclass(frozen=True)
@@ -48,6 +52,26 @@ class WorkerSettings:
     visibility_margin: int = 10  # extend this long before the timeout expires
     flush_interval: float = 1.0  # every delete is sent within this
     receive_linger: float | None = None  # wait for more free slots; None: by broker
+
+    def check(self, service: str) -> None:
+        """Raise UsageError for a value ``qdone worker`` refuses, naming its option;
+        ``service``: the broker's (``SQS`` or ``SQLite``)."""
+        if not self.queues:
+            raise UsageError("no queue given: name at least one queue or 'prefix*' wildcard")
+        for option, value, low, high in (
+            ("--concurrency", self.concurrency, 1, MAX_CONCURRENCY),
+            ("--kill-after", self.kill_after, 1, MAX_VISIBILITY),
+            ("--wait-time", self.wait_time, 0, MAX_WAIT),
+            ("--retry-delay", self.retry_delay, 0, MAX_VISIBILITY),
+        ):
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise UsageError(f"{option} must be a whole number, not {value!r}")
+            if not low <= value <= high:
+                raise UsageError(f"{option} must be {low} to {high}, not {value}")
+        if self.drain and self.wait_time == 0 and service == "SQS":
+            raise UsageError(
+                "--drain needs --wait-time above 0 on SQS: short polls can miss messages"
+            )
 
     def cover(self) -> int:
         """Seconds a running job's message must stay hidden: until its kill and report."""
@@ -111,6 +135,18 @@ class JobInterrupted:
 
 
 @dataclass(frozen=True)
+class JobOverdue:
+    """A Python handler still runs at ``kill_after``: a thread cannot be killed, so it
+    runs on, its message is no longer kept hidden, and it will count as failed."""
+
+    queue: str
+    job: str
+    command: str
+    attempt: int
+    kill_after: float
+
+
+@dataclass(frozen=True)
 class JobRetry:
     queue: str
     job: str
@@ -159,6 +195,7 @@ Event = (
     | JobSucceeded
     | JobFailed
     | JobInterrupted
+    | JobOverdue
     | JobRetry
     | JobArchived
     | Waiting

@@ -50,6 +50,7 @@ from .events import (
     Waiting,
     WorkerSettings,
 )
+from .handler import Handler, HandlerJobs
 from .policy import Slots, poll_wait
 from .queues import QueueRef, QueueResolver
 from .runner import Runner, chains
@@ -77,9 +78,12 @@ class Worker:
         clock: Callable[[], float] = time.time,
         rng: random.Random | None = None,
         archive_to: Callable[[str], None] | None = None,
+        handler: Handler | None = None,
     ) -> None:
         """``archive_to``: with ``--archive``, writes a command out (flushed), raising
-        OSError when it cannot; the message is deleted only after it returned."""
+        OSError when it cannot; the message is deleted only after it returned.
+        ``handler``: run each message by calling it (see ``worker.handler``)
+        instead of ``/bin/sh -c``."""
         self.broker = broker
         self.settings = settings
         self._on_event = on_event
@@ -113,10 +117,14 @@ class Worker:
             rng=rng or random.Random(),
             archive_to=archive_to,
             on_stop=self.stop,
+            new_job=None if handler is None else HandlerJobs(handler, settings, self._emit),
         )
-        # Job threads run at the jobs' niceness (Linux): the jobs inherit it.
+        # Job threads run at the jobs' niceness (Linux): the jobs inherit it. A
+        # handler runs in the worker's own process, at its priority.
         self._pool = ThreadPoolExecutor(
-            settings.concurrency, thread_name_prefix="qdone-job", initializer=nice_this_thread
+            settings.concurrency,
+            thread_name_prefix="qdone-job",
+            initializer=nice_this_thread if handler is None else None,
         )
         self._lock = threading.Lock()
         self._emit_lock = threading.Lock()

@@ -8,6 +8,7 @@ import random
 import threading
 import time
 from collections.abc import Callable
+from typing import Protocol
 
 from ..broker.base import Message
 from ..errors import BrokerError
@@ -30,13 +31,26 @@ from .interrupt import keeps_its_place, send_back, stopped_by_service
 from .policy import Slots, retry_delay
 from .queues import QueueRef
 
-__all__ = ["Follow", "Runner", "chains"]
+__all__ = ["Follow", "JobFactory", "Runner", "RunningJob", "chains"]
 
 STATS = ("ran", "succeeded", "failed", "retried", "archived", "interrupted")
 
 #: Given the queue of a job that ended with its slot kept: the next messages for
 #: that slot and when they were received, or ``[]`` with the slot given back.
 Follow = Callable[[QueueRef], tuple[list[Message], float]]
+
+
+class RunningJob(Protocol):
+    """A job as the runner drives it: a shell command (``job.Job``) or a Python
+    handler's call (``handler.HandlerRun``)."""
+
+    def start(self) -> None: ...
+    def wait(self) -> JobResult: ...
+    def kill(self) -> None: ...
+
+
+#: Makes the job of a message, when it is not a shell command (``handler.HandlerJobs``).
+JobFactory = Callable[[QueueRef, Message], RunningJob]
 
 #: What is left to do for jobs that ended well (delete, count, report): done once
 #: the next job of the same thread has started, off the path between the two.
@@ -58,10 +72,12 @@ class Runner:
         rng: random.Random,
         archive_to: Callable[[str], None] | None = None,
         on_stop: Callable[[], None] = lambda: None,
+        new_job: JobFactory | None = None,
     ) -> None:
         self.settings = settings
         self._archive_to = archive_to  # writes a command, raising OSError when it cannot
         self._on_stop = on_stop
+        self._new_job = new_job
         self._acker = acker
         self._slots = slots
         self._emit = emit
@@ -69,7 +85,7 @@ class Runner:
         self._clock = clock
         self._rng = rng
         self._lock = threading.Lock()
-        self._jobs: set[Job] = set()
+        self._jobs: set[RunningJob] = set()
         self.killed = threading.Event()
         self.stopping = threading.Event()  # set by the worker's first signal
         self.retry_due = 0.0  # when the last retry this worker scheduled comes due
@@ -190,18 +206,7 @@ class Runner:
         started, are done once it has started (or could not start)."""
         self._acker.cover(m, self.settings.cover())
         started = JobStarted(q.name, m.message_id, m.body, m.receive_count)
-        env = {
-            "QDONE_QUEUE": q.name,
-            "QDONE_JOB_ID": m.message_id,
-            "QDONE_RECEIVE_COUNT": str(m.receive_count),
-        }
-        job = Job(
-            m.body,
-            env=env,
-            kill_after=self.settings.kill_after,
-            grace=self.settings.grace,
-            base_env=self._base_env,
-        )
+        job = self._shell_job(q, m) if self._new_job is None else self._new_job(q, m)
         start = time.monotonic()
         try:
             job.start()
@@ -209,7 +214,8 @@ class Runner:
             _flush(pending)
             self._emit(started)
             return JobResult(None, None, "", "", time.monotonic() - start, error=str(exc))
-        self._keeper.add(job)
+        if isinstance(job, Job):  # a handler has no process to keep
+            self._keeper.add(job)
         with self._lock:
             self._jobs.add(job)
         if self.killed.is_set():
@@ -223,7 +229,8 @@ class Runner:
             finally:
                 with self._lock:
                     self._jobs.discard(job)
-                self._keeper.remove(job)
+                if isinstance(job, Job):
+                    self._keeper.remove(job)
         return result
 
     def _give_back(self, q: QueueRef, m: Message, result: JobResult) -> None:
@@ -243,6 +250,20 @@ class Runner:
             self._acker.delete(m, urgent=True)
         self._count("interrupted")
         self._emit(JobInterrupted(q.name, m.message_id, m.body, m.receive_count, result, copy))
+
+    def _shell_job(self, q: QueueRef, m: Message) -> Job:
+        env = {
+            "QDONE_QUEUE": q.name,
+            "QDONE_JOB_ID": m.message_id,
+            "QDONE_RECEIVE_COUNT": str(m.receive_count),
+        }
+        return Job(
+            m.body,
+            env=env,
+            kill_after=self.settings.kill_after,
+            grace=self.settings.grace,
+            base_env=self._base_env,
+        )
 
     def _failed(self, q: QueueRef, m: Message, result: JobResult, received_at: float) -> bool:
         self._count("failed")
