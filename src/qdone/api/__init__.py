@@ -1,0 +1,52 @@
+"""qdone's public Python API: ``Client`` and the types it takes and returns.
+
+``import qdone`` gives the same names (see ``qdone.__all__``)."""
+
+from __future__ import annotations
+
+from ..batchfile import BatchLine
+from ..idle import Counts
+from ..job import JobResult
+from ..monitor import Row, Snapshot
+from ..worker.events import (
+    BrokerTrouble,
+    Event,
+    JobArchived,
+    JobFailed,
+    JobOverdue,
+    JobRetry,
+    JobStarted,
+    JobSucceeded,
+    Listening,
+    QueueMissing,
+    Summary,
+    Waiting,
+)
+from ..worker.handler import Handler, Job
+from .client import Client
+from .results import EnqueueBatchResult, NotEnqueued
+
+__all__ = [
+    "BatchLine",
+    "BrokerTrouble",
+    "Client",
+    "Counts",
+    "EnqueueBatchResult",
+    "Event",
+    "Handler",
+    "Job",
+    "JobArchived",
+    "JobFailed",
+    "JobOverdue",
+    "JobResult",
+    "JobRetry",
+    "JobStarted",
+    "JobSucceeded",
+    "Listening",
+    "NotEnqueued",
+    "QueueMissing",
+    "Row",
+    "Snapshot",
+    "Summary",
+    "Waiting",
+]

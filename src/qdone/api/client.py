@@ -1,0 +1,356 @@
+"""``qdone.Client``: enqueue and run jobs from a Python program, through the same
+code as the ``qdone`` command (which is a thin layer over this class).
+
+A client is safe to share between threads: each thread gets its own SQLite
+connection, and SQS calls share one connection pool. After ``os.fork()`` a
+client used in the child opens its broker again there; the parent's connections
+are left alone (kept, never used or closed by the child).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import threading
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from types import TracebackType
+
+from ..batchfile import BatchLine
+from ..broker import open_broker
+from ..broker.base import Broker
+from ..config import DEFAULTS, Options, QueueOptions
+from ..enqueue import SendSettings, enqueue, enqueue_batch
+from ..errors import QdoneError, UsageError
+from ..monitor import Snapshot, save, take_snapshot
+from ..worker import Worker
+from ..worker.events import Event, Summary, WorkerSettings
+from ..worker.handler import Handler
+from .results import EnqueueBatchResult, batch_lines, batch_result
+
+__all__ = ["Client"]
+
+
+class _Process:
+    """Bumped in a child process after ``fork``: a client then opens its broker anew."""
+
+    generation = 0
+    lock = threading.Lock()
+
+
+def _after_fork_in_child() -> None:
+    _Process.generation += 1
+    _Process.lock = threading.Lock()  # another thread may have held the parent's
+
+
+os.register_at_fork(after_in_child=_after_fork_in_child)
+
+#: Brokers a child inherited from its parent: neither used nor closed there (SQLite
+#: forbids using a connection across fork), only kept from being collected.
+_INHERITED: list[Broker] = []
+
+
+def _whole(option: str, value: int | None) -> None:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
+        raise UsageError(f"{option} must be a whole number, not {value!r}")
+
+
+def _names(what: str, given: str | Iterable[str]) -> tuple[str, ...]:
+    names = (given,) if isinstance(given, str) else tuple(given)
+    if not names:
+        raise UsageError(f"no {what} given")
+    for name in names:
+        if not isinstance(name, str):
+            raise UsageError(f"{what} must be strings, not {name!r}")
+    return names
+
+
+def _queue_options(
+    *,
+    fifo: bool,
+    retries: int,
+    dlq: bool,
+    dlq_after: int,
+    fail_delay: int,
+    message_retention_period: int,
+    tags: Mapping[str, str] | None,
+) -> QueueOptions:
+    for option, value in (
+        ("--retries", retries),
+        ("--dlq-after", dlq_after),
+        ("--fail-delay", fail_delay),
+        ("--message-retention-period", message_retention_period),
+    ):
+        _whole(option, value)
+    return QueueOptions(
+        fifo=fifo,
+        message_retention_period=message_retention_period,
+        fail_delay=fail_delay,
+        dlq=dlq,
+        dlq_after=dlq_after,
+        retries=retries,
+        tags=dict(tags or {}),
+    )
+
+
+class Client:
+    """A connection to one broker: enqueue jobs, run them, read queue counts.
+
+    ``broker`` is ``"sqlite"`` (the store in the user data dir, as the command's
+    default), ``"sqlite:///path/to/file.db"`` or ``"sqs"``. The keyword options
+    are the command's, with its defaults; ``on_create`` is called with the full
+    name of each queue the client creates. Bad values raise ``UsageError`` or
+    ``ConfigError`` with the messages ``qdone`` prints. Use it as a context
+    manager, or call ``close()``.
+    """
+
+    def __init__(
+        self,
+        broker: str = "sqlite",
+        *,
+        prefix: str = DEFAULTS.prefix,
+        fail_suffix: str = DEFAULTS.fail_suffix,
+        region: str | None = None,
+        endpoint_url: str | None = None,
+        on_create: Callable[[str], None] | None = None,
+    ) -> None:
+        self.options = Options(
+            broker=broker,
+            prefix=prefix,
+            fail_suffix=fail_suffix,
+            region=region,
+            endpoint_url=endpoint_url,
+        )
+        self._on_create = on_create
+        self._workers: list[Worker] = []
+        self._closed = False
+        self._generation = _Process.generation
+        self._broker = open_broker(self.options)
+
+    # -- the broker ---------------------------------------------------------------
+
+    @property
+    def broker(self) -> Broker:
+        """The broker this process uses (opened again in a child after ``fork``)."""
+        if self._closed:
+            raise QdoneError("this qdone.Client is closed")
+        if self._generation != _Process.generation:
+            with _Process.lock:
+                if self._generation != _Process.generation:
+                    _INHERITED.append(self._broker)
+                    self._workers = []
+                    self._broker = open_broker(self.options)
+                    self._generation = _Process.generation
+        return self._broker
+
+    def close(self) -> None:
+        """Close the broker's connections (in this process)."""
+        if not self._closed:
+            broker = self.broker
+            self._closed = True
+            broker.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<qdone.Client {self.options.broker!r}{' closed' if self._closed else ''}>"
+
+    def _options(self, dlq_suffix: str) -> Options:
+        return dataclasses.replace(self.options, dlq_suffix=dlq_suffix)
+
+    # -- enqueueing -------------------------------------------------------------------
+
+    def enqueue(
+        self,
+        queue: str,
+        command: str,
+        *,
+        fifo: bool = False,
+        group_id: str | None = None,
+        deduplication_id: str | None = None,
+        delay: int | None = None,
+        retries: int = 0,
+        dlq: bool = False,
+        dlq_suffix: str = DEFAULTS.dlq_suffix,
+        dlq_after: int = DEFAULTS.dlq_after,
+        fail_delay: int = 0,
+        message_retention_period: int = DEFAULTS.message_retention_period,
+        tags: Mapping[str, str] | None = None,
+    ) -> str:
+        """Put ``command`` on ``queue`` (creating the queue and its failed queue on
+        first use, with these options); the job's message id."""
+        if not isinstance(queue, str) or not isinstance(command, str):
+            raise UsageError(f"queue and command must be strings, not {queue!r}, {command!r}")
+        _whole("--delay", delay)
+        q = _queue_options(
+            fifo=fifo,
+            retries=retries,
+            dlq=dlq,
+            dlq_after=dlq_after,
+            fail_delay=fail_delay,
+            message_retention_period=message_retention_period,
+            tags=tags,
+        )
+        settings = SendSettings(group_id=group_id, dedup_id=deduplication_id, delay=delay)
+        result = enqueue(
+            self.broker,
+            self._options(dlq_suffix),
+            q,
+            queue,
+            command,
+            settings,
+            on_create=self._on_create,
+        )
+        return result.message_id
+
+    def enqueue_batch(
+        self,
+        jobs: Iterable[tuple[str, str] | BatchLine],
+        *,
+        fifo: bool = False,
+        group_id: str | None = None,
+        group_id_per_message: bool = False,
+        delay: int | None = None,
+        retries: int = 0,
+        dlq: bool = False,
+        dlq_suffix: str = DEFAULTS.dlq_suffix,
+        dlq_after: int = DEFAULTS.dlq_after,
+        fail_delay: int = 0,
+        message_retention_period: int = DEFAULTS.message_retention_period,
+        tags: Mapping[str, str] | None = None,
+        progress: Callable[[int], None] | None = None,
+    ) -> EnqueueBatchResult:
+        """Enqueue ``(queue, command)`` pairs in batches of up to 10 per queue.
+
+        The whole input is checked first: a bad queue name or command raises
+        ``UsageError`` naming it (``jobs[3]: ...``) and nothing is sent. Entries
+        the broker refuses are retried; what still fails is listed in the result's
+        ``failed``, and everything else was enqueued. ``progress`` is called with
+        the number of jobs of each batch sent."""
+        _whole("--delay", delay)
+        q = _queue_options(
+            fifo=fifo,
+            retries=retries,
+            dlq=dlq,
+            dlq_after=dlq_after,
+            fail_delay=fail_delay,
+            message_retention_period=message_retention_period,
+            tags=tags,
+        )
+        settings = SendSettings(
+            group_id=group_id, group_per_message=group_id_per_message, delay=delay
+        )
+        lines = batch_lines(jobs)
+        outcome = enqueue_batch(
+            self.broker,
+            self._options(dlq_suffix),
+            q,
+            lines,
+            settings,
+            on_create=self._on_create,
+            progress=progress,
+        )
+        return batch_result(lines, outcome)
+
+    # -- working ----------------------------------------------------------------------
+
+    def work(
+        self,
+        queues: str | Sequence[str],
+        *,
+        handler: Handler | None = None,
+        concurrency: int = 1,
+        drain: bool = False,
+        kill_after: int = DEFAULTS.kill_after,
+        wait_time: int = DEFAULTS.wait_time,
+        active_only: bool = False,
+        archive: bool = False,
+        retry_delay: int = DEFAULTS.retry_delay,
+        fifo: bool = False,
+        include_failed: bool = False,
+        include_dead: bool = False,
+        dlq_suffix: str = DEFAULTS.dlq_suffix,
+        on_event: Callable[[Event], None] | None = None,
+    ) -> Summary:
+        """Take jobs off ``queues`` (names or ``'prefix*'`` wildcards) and run them, in
+        the calling thread, until ``stop()`` (or, with ``drain``, until every queue
+        is empty and no job runs); the summary of what ran.
+
+        Without ``handler`` each job is run by ``/bin/sh -c``, as ``qdone worker``
+        does. With one, ``handler(job)`` is called on one of ``concurrency``
+        threads: returning is success, raising is failure (see ``worker.handler``).
+        ``on_event`` gets every event (``JobSucceeded``, ``JobFailed``, ...), from
+        the worker's threads, one at a time."""
+        settings = WorkerSettings(
+            queues=_names("queues", queues),
+            fifo=fifo,
+            kill_after=kill_after,
+            wait_time=wait_time,
+            active_only=active_only,
+            drain=drain,
+            archive=archive,
+            concurrency=concurrency,
+            retry_delay=retry_delay,
+            include_failed=include_failed,
+            include_dead=include_dead,
+        )
+        broker = self.broker
+        settings.check(broker.service)
+        worker = Worker(
+            broker,
+            self._options(dlq_suffix),
+            settings,
+            on_event=on_event or (lambda _event: None),
+            handler=handler,
+        )
+        self._workers.append(worker)
+        try:
+            return worker.run()
+        finally:
+            self._workers.remove(worker)
+
+    def stop(self) -> None:
+        """Make the ``work()`` calls running now take no new job, let their running
+        jobs finish, send their deletes and return (``qdone worker``'s first
+        SIGTERM). Safe from another thread or a signal handler; it does nothing
+        when no ``work()`` runs."""
+        self._each_worker(Worker.stop)
+
+    def kill(self) -> None:
+        """As ``stop()``, but kill the running shell jobs' process groups and make
+        ``work()`` return at once (the second SIGTERM). A handler's thread cannot
+        be killed: it runs on, unwaited for."""
+        self._each_worker(Worker.kill)
+
+    def _each_worker(self, action: Callable[[Worker], None]) -> None:
+        # On a new thread: a signal handler must not wait for a lock that the code
+        # it interrupted may hold.
+        workers = list(self._workers)
+
+        def act() -> None:
+            for worker in workers:
+                action(worker)
+
+        if workers:
+            threading.Thread(target=act, name="qdone-stop", daemon=True).start()
+
+    # -- counts -----------------------------------------------------------------------
+
+    def counts(self, patterns: str | Sequence[str]) -> Snapshot:
+        """Visible, in-flight and delayed counts of the queues matching ``patterns``
+        (names or ``'prefix*'`` wildcards) and of their failed queues: what
+        ``qdone monitor`` shows."""
+        return take_snapshot(self.broker, self.options, _names("patterns", patterns))
+
+    def save_counts(self, snapshot: Snapshot, patterns: str | Sequence[str]) -> int:
+        """Publish ``snapshot``'s totals per pattern to CloudWatch (SQS only), as
+        ``qdone monitor --save``; how many metrics."""
+        return save(self.broker, snapshot, self.options, _names("patterns", patterns))
