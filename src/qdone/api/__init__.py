@@ -5,14 +5,15 @@
 from __future__ import annotations
 
 from ..batchfile import BatchLine
-from ..idle import Counts
 from ..job import JobResult
+from ..matching import Counts
 from ..monitor import Row, Snapshot
 from ..worker.events import (
     BrokerTrouble,
     Event,
     JobArchived,
     JobFailed,
+    JobInterrupted,
     JobOverdue,
     JobRetry,
     JobStarted,
@@ -37,6 +38,7 @@ __all__ = [
     "Job",
     "JobArchived",
     "JobFailed",
+    "JobInterrupted",
     "JobOverdue",
     "JobResult",
     "JobRetry",
