@@ -7,6 +7,7 @@ a case on ``sqlite`` also checks that no store was made."""
 from __future__ import annotations
 
 import os
+import resource
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +16,7 @@ import pytest
 
 from qdone.broker.sqlite import SqliteBroker
 
-from .bad_input import GOOD, JOBS, UNAVAILABLE, USAGE, Case, case, check_case, params
+from .bad_input import GOOD, JOBS, MIB, UNAVAILABLE, USAGE, Case, case, check_case, params
 from .cli_helpers import run_qdone
 from .faults.servers import scripted_server
 
@@ -97,6 +98,12 @@ CASES = [
          message="SQS takes 1 to 128 characters"),
     case("dedup-id-unicode", "enqueue", "q", "true", "--fifo", "--deduplication-id", "dé",
          broker="sqs", code=USAGE, message="--deduplication-id 'dé'"),
+    case("batch-line-without-end", "enqueue-batch", JOBS, code=USAGE,
+         message="jobs.txt:3: the line is longer than 1,049,600 bytes",
+         files={"jobs.txt": GOOD + b"q " + b"y" * (MIB + 2_000)}),
+    case("batch-long-line-in-second-file", "enqueue-batch", JOBS, "{tmp}/more.txt",
+         code=USAGE, message="more.txt:3: the line is longer than",
+         files={"jobs.txt": GOOD, "more.txt": GOOD + b"\0" * (2 * MIB) + b"\n"}),
     case("batch-group-id-space", "enqueue-batch", JOBS, "--fifo", "--group-id", "a b",
          code=USAGE, message="--group-id 'a b'", files={"jobs.txt": GOOD}),
     # -- validation before the store is made (item 11) ------------------------------------
@@ -188,3 +195,49 @@ def test_an_error_quoting_a_page_is_one_line(tmp_path: Path) -> None:
     assert len(lines) == 1 and lines[0].startswith("qdone: error: "), result.stderr
     assert "Traceback" not in result.stderr
     assert result.returncode == 1
+
+
+def test_batch_line_without_end_is_refused_at_its_first_mib(tmp_path: Path) -> None:
+    """stdin sends 2 MiB with no line end and stays open: qdone must stop reading
+    at the line limit and say so, not wait to read the line whole."""
+    store = tmp_path / "fresh" / "s.db"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "qdone", "enqueue-batch", "-", "--broker", f"sqlite://{store}"],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    assert proc.stdin is not None
+    try:
+        proc.stdin.write(b"q " + b"x" * (2 * MIB))
+        proc.stdin.flush()
+    except BrokenPipeError:
+        pass  # it stopped reading: what is wanted
+    try:
+        _out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert err.decode().splitlines() == [
+        "qdone: error: <stdin>:1: the line is longer than 1,049,600 bytes (a command holds "
+        "at most 1,048,576); reading stopped there"
+    ]
+    assert proc.returncode == USAGE
+    assert not store.parent.exists()
+
+
+def test_batch_from_dev_zero_stays_small(tmp_path: Path) -> None:
+    """/dev/zero has no line end, ever: refused within a bounded address space."""
+
+    def limit_memory() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))
+
+    result = subprocess.run(
+        [sys.executable, "-m", "qdone", "enqueue-batch", "/dev/zero", "--broker",
+         f"sqlite://{tmp_path / 's.db'}"],
+        capture_output=True, text=True, timeout=60, check=False, preexec_fn=limit_memory,
+    )  # fmt: skip
+    assert result.stderr.splitlines() == [
+        "qdone: error: /dev/zero:1: the line is longer than 1,049,600 bytes (a command "
+        "holds at most 1,048,576); reading stopped there"
+    ]
+    assert result.returncode == USAGE

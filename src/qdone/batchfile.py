@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import re
 import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -13,9 +14,11 @@ from .errors import BatchInputError, UsageError
 
 __all__ = [
     "BATCH_BYTES",
+    "MAX_LINE_BYTES",
     "MAX_MESSAGE_BYTES",
     "BatchLine",
     "batch_spans",
+    "bounded_lines",
     "parse_lines",
     "read_sources",
     "split_batches",
@@ -23,6 +26,8 @@ __all__ = [
 
 MAX_MESSAGE_BYTES = 1_048_576  # SQS's largest message, and largest batch payload
 BATCH_BYTES = 1_048_576
+# The longest line read: the largest command, its queue name and what may surround them.
+MAX_LINE_BYTES = MAX_MESSAGE_BYTES + 1_024
 _SPLIT = re.compile(rb"\s+")
 
 T = TypeVar("T")
@@ -67,6 +72,22 @@ def parse_lines(source: str, lines: Iterable[bytes]) -> Iterator[BatchLine]:
         yield BatchLine(source, lineno, queue, command)
 
 
+def bounded_lines(source: str, stream: BinaryIO) -> Iterator[bytes]:
+    """The lines of ``stream``, each read up to ``MAX_LINE_BYTES`` and no further: a
+    file with no line end (``/dev/zero``, a sparse file) is refused at its first
+    MiB, not read whole into memory."""
+    for lineno in itertools.count(1):
+        raw = stream.readline(MAX_LINE_BYTES + 1)
+        if not raw:
+            return
+        if len(raw) > MAX_LINE_BYTES and not raw.endswith(b"\n"):
+            raise BatchInputError(
+                f"{source}:{lineno}: the line is longer than {MAX_LINE_BYTES:,} bytes "
+                f"(a command holds at most {MAX_MESSAGE_BYTES:,}); reading stopped there"
+            )
+        yield raw
+
+
 def _show(raw: bytes) -> str:
     return repr(raw.decode(errors="replace"))
 
@@ -79,11 +100,11 @@ def read_sources(paths: Sequence[str], stdin: BinaryIO | None = None) -> list[Ba
             if stdin is None and sys.stdin is None:
                 raise UsageError("cannot read <stdin>: standard input is closed")
             stream = stdin if stdin is not None else sys.stdin.buffer
-            jobs.extend(parse_lines("<stdin>", stream))
+            jobs.extend(parse_lines("<stdin>", bounded_lines("<stdin>", stream)))
             continue
         try:
             with Path(path).open("rb") as handle:
-                jobs.extend(parse_lines(path, handle))
+                jobs.extend(parse_lines(path, bounded_lines(path, handle)))
         except OSError as exc:
             raise UsageError(f"cannot read {path}: {exc.strerror or exc}") from exc
     return jobs
