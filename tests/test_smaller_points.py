@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
+from pathlib import Path
+
+import pytest
 
 from .sites import QDONE
 
@@ -91,3 +95,39 @@ def test_output_cut_to_its_tail_says_how_much_was_dropped(sqlite_url: str) -> No
     assert human.returncode == 0
     verbose = run(env, "-v", "worker", "--drain", "-w", "0", "cut")
     assert "stdout (the last 65,536 of 100,000 bytes):" in verbose.stderr
+
+
+# -- enqueue-batch to a store on a full disk -----------------------------------------
+
+
+def on_a_small_disk(directory: Path, command: str) -> list[str]:
+    """``command`` run in a mount namespace of its own, where ``directory`` is a
+    1 MiB tmpfs (a full disk, soon)."""
+    if shutil.which("unshare") is None:
+        pytest.skip("needs unshare(1)")
+    probe = subprocess.run(["unshare", "-r", "-m", "true"], capture_output=True, check=False)
+    if probe.returncode != 0:
+        pytest.skip("user and mount namespaces are not available here")
+    mount = f"mount -t tmpfs -o size=1m none {directory}"
+    return ["unshare", "-r", "-m", "sh", "-c", f"{mount} && {command}"]
+
+
+def test_a_full_disk_during_enqueue_batch_is_one_clear_report(tmp_path: Path) -> None:
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    batch = tmp_path / "jobs.txt"
+    batch.write_text("".join(f"q echo {n} {'padding ' * 8}\n" for n in range(1, 20_001)))
+    env = {**os.environ, "QDONE_BROKER": f"sqlite://{disk}/store.db"}
+    then_count = f"{QDONE} monitor q --once --json"
+    args = on_a_small_disk(disk, f"{QDONE} enqueue-batch {batch}; echo exit=$? >&2; {then_count}")
+    result = subprocess.run(args, env=env, capture_output=True, text=True, timeout=120)
+    err = result.stderr.splitlines()
+    assert "Traceback" not in result.stderr
+    assert len(err) <= 4, err[:5]
+    assert "may or may not" not in result.stderr
+    assert any("exit=" in line and "exit=0" not in line for line in err)
+    counts = next(json.loads(x) for x in result.stdout.splitlines() if "QUEUE_COUNTS" in x)
+    enqueued = counts["visible"]
+    assert 0 < enqueued < 20_000
+    assert f"{20_000 - enqueued} of 20000 lines were not enqueued" in result.stderr
+    assert f"{batch}:{enqueued + 1}-20000" in result.stderr

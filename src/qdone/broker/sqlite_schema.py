@@ -89,6 +89,8 @@ def mapped_error(exc: sqlite3.Error, path: Path) -> BrokerError:
     text = str(exc)
     if "not a database" in text or "encrypted" in text:
         return BrokerUnavailable(f"{path} is not a qdone store (not an SQLite database)")
+    if "disk is full" in text:  # SQLITE_FULL: the transaction was rolled back
+        return BrokerUnavailable(f"the qdone store {path} is full: {text}")
     if "readonly" in text or "unable to open" in text or "disk I/O" in text:
         return BrokerUnavailable(f"cannot write the qdone store {path}: {text}")
     if "locked" in text or "busy" in text:

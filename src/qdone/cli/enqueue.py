@@ -10,8 +10,8 @@ from typing import Any
 
 import click
 
-from ..batchfile import read_sources
-from ..enqueue import BatchOutcome, SendSettings, enqueue, enqueue_batch
+from ..batchfile import BatchLine, read_sources
+from ..enqueue import BatchOutcome, FailedLine, SendSettings, enqueue, enqueue_batch
 from ..errors import ExitCode, QdoneError
 from ..log import Output
 from .common import (
@@ -143,7 +143,29 @@ def enqueue_batch_command(ctx: click.Context, /, files: tuple[str, ...], **kwarg
                 progress=progress,
                 on_sent=None if cache is None else lambda name: cache.notify([name]),
             )
-        _report(output, outcome, len(lines))
+        _report(output, outcome, lines)
+
+
+RANGE_AFTER = 10  # a longer run of failed lines is reported as one range
+
+
+def _runs(failed: list[FailedLine], lines: list[BatchLine]) -> list[list[FailedLine]]:
+    """The failed lines in runs that share a file and a reason, with no enqueued line
+    between them (a full store fails every line after the first that did not fit:
+    one report, not thousands)."""
+    index = {id(line): n for n, line in enumerate(lines)}
+    runs: list[list[FailedLine]] = []
+    for f in sorted(failed, key=lambda f: index[id(f.line)]):
+        last = runs[-1][-1] if runs else None
+        if (
+            last is not None
+            and index[id(f.line)] == index[id(last.line)] + 1
+            and (f.line.source, f.reason) == (last.line.source, last.reason)
+        ):
+            runs[-1].append(f)
+        else:
+            runs.append([f])
+    return runs
 
 
 @contextmanager
@@ -155,9 +177,20 @@ def _progress(output: Output, total: int) -> Iterator[Callable[[int], None] | No
         yield bar.update
 
 
-def _report(output: Output, outcome: BatchOutcome, total: int) -> None:
-    for failed in outcome.failed:
-        output.error(f"{failed.line.where}: not enqueued to {failed.line.queue}: {failed.reason}")
+def _report(output: Output, outcome: BatchOutcome, lines: list[BatchLine]) -> None:
+    total = len(lines)
+    for run in _runs(outcome.failed, lines):
+        first, last = run[0], run[-1]
+        if len(run) <= RANGE_AFTER:
+            for f in run:
+                output.error(f"{f.line.where}: not enqueued to {f.line.queue}: {f.reason}")
+            continue
+        queues = sorted({f.line.queue for f in run})
+        to = queues[0] if len(queues) == 1 else f"{len(queues)} queues"
+        output.error(
+            f"{first.line.where}-{last.line.lineno}: none of these {len(run):,} lines was "
+            f"enqueued (to {to}): {first.reason}"
+        )
     output.info(f"Enqueued {outcome.sent} jobs")
     output.event(
         "BATCH_ENQUEUED",
