@@ -155,6 +155,7 @@ def test_bad_input_is_one_error_and_changes_nothing(broker: Broker, prefix: str)
         "missing": (["nosuch"], f"queue {prefix}nosuch_failed does not exist"),
         "wildcard": (["zzz*"], "no failed queue matches 'zzz*'"),
         "not failed": (["plain"], f"{prefix}plain_failed is not the failed queue"),
+        "wildcard of no failed queue": (["plain*"], "no failed queue matches 'plain*'"),
         "one bad of two": (["q", "nosuch"], "does not exist"),
         "no dead queue": (["q"], f"queue {prefix}q_dead does not exist"),
     }

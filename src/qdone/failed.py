@@ -117,6 +117,31 @@ def _matched(broker: Broker, options: Options, pattern: str, fifo: bool, dead: b
     return pairs
 
 
+def _add_matched(
+    broker: Broker,
+    options: Options,
+    spec: str,
+    fifo: bool,
+    dead: bool,
+    found: dict[str, Pair],
+    skipped: list[str],
+) -> None:
+    """Add to ``found`` the checked pairs that wildcard ``spec`` matches; those that
+    fail the check go to ``skipped``. None at all is a ``UsageError``."""
+    kept = 0
+    for pair in _matched(broker, options, spec, fifo, dead):
+        why = None if pair.source in found else _check_pair(broker, options, pair, dead)
+        if why is None:
+            found.setdefault(pair.source, pair)
+            kept += 1
+        else:
+            skipped.append(why)
+    if not kept:
+        kind = "dead" if dead else "failed"
+        why = f": {skipped[-1]}" if skipped else ""
+        raise UsageError(f"no {kind} queue matches {spec!r} (with its queue){why}")
+
+
 def find_pairs(
     broker: Broker,
     options: Options,
@@ -133,16 +158,7 @@ def find_pairs(
     skipped: list[str] = []
     for spec in specs:
         if is_wildcard(spec):
-            matched = _matched(broker, options, spec, fifo, dead)
-            if not matched:
-                kind = "dead" if dead else "failed"
-                raise UsageError(f"no {kind} queue matches {spec!r} (with its queue)")
-            for pair in matched:
-                why = None if pair.source in found else _check_pair(broker, options, pair, dead)
-                if why is None:
-                    found.setdefault(pair.source, pair)
-                else:
-                    skipped.append(why)
+            _add_matched(broker, options, spec, fifo, dead, found, skipped)
             continue
         pair = _named(broker, options, spec, fifo, dead)
         why = _check_pair(broker, options, pair, dead)
