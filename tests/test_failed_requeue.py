@@ -181,3 +181,16 @@ def test_a_wildcard_leaves_out_a_queue_that_is_not_a_failed_queue(
     listing = list_failed(broker, options, ["*"])
     assert [p.source for p in listing.pairs] == [f"{prefix}q_failed"]
     assert len(listing.skipped) == 1 and f"{prefix}plain_failed" in listing.skipped[0]
+
+
+def test_fifo_listing_shows_each_group_and_releases_it(broker: Broker, prefix: str) -> None:
+    options = Options(prefix=prefix)
+    for group in ("a", "b", "c"):
+        put(broker, options, "q", f"exit 1 # {group}", fifo=True, group_id=group)
+    drain(broker, options, "q", fifo=True)
+    listing = list_failed(broker, options, ["q"], fifo=True)
+    assert sorted((j.group, j.command) for j in listing.jobs) == [
+        (g, f"exit 1 # {g}") for g in ("a", "b", "c")
+    ]
+    assert counts(broker, f"{prefix}q_failed.fifo") == (3, 0)  # every group free again
+    assert sum(m.requeued for m in requeue(broker, options, ["q"], fifo=True).moved) == 3
