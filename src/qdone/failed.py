@@ -261,10 +261,10 @@ def _receive_all(broker: Broker, url: str, limit: int | None) -> tuple[list[Mess
         while limit is None or len(held) < limit:
             want = MAX_BATCH if limit is None else min(MAX_BATCH, limit - len(held))
             got = broker.receive(url, want, LIST_HOLD, SQS_WAIT)
-            if not got:
+            # Only messages already read: the listing outlived LIST_HOLD; it is done.
+            if all(m.message_id in held for m in got):
                 break
-            for m in got:
-                held.setdefault(m.message_id, m)
+            held.update((m.message_id, m) for m in got)  # the latest receipt counts
     finally:
         kept = _release(broker, url, list(held.values()))
     return list(held.values()), kept
