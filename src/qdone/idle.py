@@ -10,8 +10,10 @@ is checked in two steps, cheapest first:
    (Node qdone spent up to 7 ``GetMetricStatistics`` per queue); SQLite answers
    exactly from its own records.
 
-Deleting checks the counts again right before each delete. SQS has no
-conditional delete, so a message sent between that check and the delete is
+Deleting goes through ``Broker.delete_if_empty``: on SQLite the check and the
+delete of a pair are one transaction, so a message whose send succeeded is
+never deleted with its queue. SQS has no conditional delete: each queue's counts
+are read again right before its own delete, and a message sent in between is
 lost with its queue; the window is one round trip.
 
 Patterns and counts come from ``matching.py``, shared with ``check`` and ``monitor``.
@@ -26,7 +28,7 @@ from dataclasses import dataclass, field
 
 from .broker.base import Broker
 from .config import DEFAULTS, Options
-from .errors import QueueDeletedRecently, QueueNotFound, UsageError
+from .errors import QueueNotFound, UsageError
 from .matching import Matched, failed_name, match_queues, read_counts
 from .naming import short_name
 
@@ -257,37 +259,18 @@ class DeleteOutcome:
     notes: list[str] = field(default_factory=list)
 
 
-def _still_empty(broker: Broker, urls: Sequence[str]) -> str:
-    """Empty string if every queue is still empty, else why not."""
-    for url in urls:
-        try:
-            counts = read_counts(broker, url)
-        except QueueNotFound:
-            continue
-        if counts.total:
-            return f"{broker.queue_name(url)} now holds messages ({counts.describe()})"
-    return ""
-
-
 def _delete_pair(broker: Broker, pair: PairVerdict) -> DeleteOutcome:
-    urls = [u for u in (pair.url, pair.failed_url) if u is not None]
-    why = _still_empty(broker, urls)
-    if why:
-        return DeleteOutcome(pair, [], skipped=why)
-    deleted: list[str] = []
-    notes: list[str] = []
     # The main queue first: its messages redrive into the failed queue, never the reverse.
-    for url in urls:
-        name = broker.queue_name(url)
-        try:
-            broker.delete_queue(url)
-        except (QueueNotFound, QueueDeletedRecently):
-            notes.append(
-                f"{name} was already deleted (a queue deleted a moment ago may still be listed)"
-            )
-            continue
-        deleted.append(name)
-    return DeleteOutcome(pair, deleted, notes=notes)
+    urls = [u for u in (pair.url, pair.failed_url) if u is not None]
+    done = broker.delete_if_empty(urls)
+    notes = [
+        f"{name} was already deleted (a queue deleted a moment ago may still be listed)"
+        for name in done.gone
+    ]
+    skipped = f"{done.busy} now holds messages" if done.busy else ""
+    if done.busy and done.deleted:
+        skipped += f" (deleted before it was seen: {', '.join(done.deleted)})"
+    return DeleteOutcome(pair, done.deleted, skipped=skipped, notes=notes)
 
 
 def delete_idle(broker: Broker, pairs: Iterable[PairVerdict]) -> list[DeleteOutcome]:

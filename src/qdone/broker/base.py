@@ -48,7 +48,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import NamedTuple, Protocol, runtime_checkable
 
-from ..errors import FailedEntry
+from ..errors import FailedEntry, QueueDeletedRecently, QueueNotFound
 
 __all__ = [
     "MAX_BATCH",
@@ -56,6 +56,7 @@ __all__ = [
     "BatchResult",
     "Broker",
     "ChangeVisibility",
+    "EmptyDelete",
     "Message",
     "MessageStore",
     "Receipt",
@@ -171,6 +172,23 @@ class BatchResult:
     failed: list[FailedEntry]
 
 
+@dataclass
+class EmptyDelete:
+    """What ``delete_if_empty`` did: the queues deleted, those already gone, and the
+    name of the first that held messages (nothing after it was deleted)."""
+
+    deleted: list[str] = field(default_factory=list)
+    gone: list[str] = field(default_factory=list)
+    busy: str | None = None
+
+
+COUNT_NAMES = (
+    "ApproximateNumberOfMessages",
+    "ApproximateNumberOfMessagesNotVisible",
+    "ApproximateNumberOfMessagesDelayed",
+)
+
+
 @dataclass(frozen=True)
 class StoredMessage:
     """A message as a store keeps it, read or moved without a receive."""
@@ -259,6 +277,36 @@ class Broker(abc.ABC):
     @abc.abstractmethod
     def delete_queue(self, url: str) -> None:
         """Delete the queue and its messages; raises ``QueueNotFound``."""
+
+    def delete_if_empty(self, urls: Sequence[str]) -> EmptyDelete:
+        """Delete the queues at ``urls``, in order, while they hold no message
+        (visible, in flight or delayed); stop at the first that holds one. A queue
+        already gone is skipped.
+
+        Here (SQS), nothing makes a check and a delete one step: all are checked,
+        then each is checked again right before its own delete, so a message sent
+        in the round trip between the two is lost with its queue. A store that can
+        (SQLite) checks and deletes all in one transaction, with no such window."""
+        done = EmptyDelete()
+        for again in (False, True):
+            for url in urls:
+                name = self.queue_name(url)
+                if name in done.gone or name in done.deleted:
+                    continue
+                try:
+                    if self._holds_messages(url):
+                        done.busy = name
+                        return done
+                    if again:
+                        self.delete_queue(url)
+                        done.deleted.append(name)
+                except (QueueNotFound, QueueDeletedRecently):
+                    done.gone.append(name)
+        return done
+
+    def _holds_messages(self, url: str) -> bool:
+        counts = self.get_queue_attributes(url, COUNT_NAMES)
+        return any(int(counts.get(n, "0")) for n in COUNT_NAMES)
 
     @abc.abstractmethod
     def send(self, url: str, entry: SendEntry) -> str:

@@ -34,6 +34,7 @@ from .base import (
     BatchResult,
     Broker,
     ChangeVisibility,
+    EmptyDelete,
     Message,
     Receipt,
     SendEntry,
@@ -239,6 +240,32 @@ class SqliteBroker(Broker):
             for table in ("messages", "dedup", "queues"):
                 conn.execute(f"delete from {table} where qid = ?", (queue.qid,))
         self._urls.pop(queue.name, None)
+
+    @_edge
+    def delete_if_empty(self, urls: Sequence[str]) -> EmptyDelete:
+        """Check and delete in one transaction: a message sent before it is seen (and
+        the queue kept), one sent after it finds the queue gone (and is refused)."""
+        self._count("DeleteQueueIfEmpty")
+        done = EmptyDelete()
+        with schema.transaction(self._conn()) as conn:
+            found: list[queues.QueueRow] = []
+            for url in urls:
+                try:
+                    found.append(self._queue(conn, url))
+                except QueueNotFound:
+                    done.gone.append(self.queue_name(url))
+            now = self._clock()
+            for queue in found:
+                if any(int(n) for n in queues.counts(conn, queue, now).values()):
+                    done.busy = queue.name
+                    return done
+            for queue in found:
+                for table in ("messages", "dedup", "queues"):
+                    conn.execute(f"delete from {table} where qid = ?", (queue.qid,))
+                done.deleted.append(queue.name)
+        for name in done.deleted:
+            self._urls.pop(name, None)
+        return done
 
     # -- sending ------------------------------------------------------------------
 
