@@ -194,3 +194,16 @@ def test_fifo_listing_shows_each_group_and_releases_it(broker: Broker, prefix: s
     ]
     assert counts(broker, f"{prefix}q_failed.fifo") == (3, 0)  # every group free again
     assert sum(m.requeued for m in requeue(broker, options, ["q"], fifo=True).moved) == 3
+
+
+def test_a_requeued_job_goes_behind_the_queues_jobs_as_a_new_send_would(
+    broker: Broker, prefix: str, tmp_path: Path
+) -> None:
+    options = Options(prefix=prefix)
+    log = tmp_path / "runs"
+    fail_jobs(broker, options, "q", [f"echo failed >> {log}; exit 1"], fifo=True, group_id="g")
+    put(broker, options, "q", f"echo later >> {log}", fifo=True, group_id="g")
+    requeue(broker, options, ["q"], fifo=True)
+    log.unlink()
+    drain(broker, options, "q", fifo=True)
+    assert log.read_text().split() == ["later", "failed"]

@@ -2,8 +2,9 @@
 ``qdone failed`` lists and ``qdone requeue`` moves (``MessageStore`` in
 ``broker/base.py``).
 
-A peek is one read, changing nothing. A move is one transaction: the messages
-change queue in place, so a move happens exactly once or not at all.
+A peek is one read, changing nothing. A move is one transaction: each message is
+copied to the end of the target queue and deleted from the source together, so
+a move happens exactly once or not at all.
 """
 
 from __future__ import annotations
@@ -68,13 +69,17 @@ def move(
         dst = queues.find(conn, queues.queue_name(target))
         oldest = now - src.settings.retention
         rows: list[Row] = conn.execute(_MOVABLE, (src.qid, now, oldest, limit)).fetchall()
-        # As a message sent to the target: its delay (none on FIFO), a fresh retention.
+        # As a message sent to the target now: last in its order (a new row id), its
+        # delay (none on FIFO), a fresh retention and receive count; the same job id.
         visible_at = now + (0 if dst.settings.fifo else dst.settings.delay)
-        conn.executemany(
-            "update messages set qid = ?, receive_count = 0, receipt = null, visible_at = ?,"
-            " sent_at = ?, moved_at = null where id = ?",
-            [(dst.qid, visible_at, now, row[0]) for row in rows],
-        )
+        for row in rows:
+            conn.execute(
+                "insert into messages (qid, message_id, body, attributes, group_id, sent_at,"
+                " visible_at) select ?, message_id, body, attributes, group_id, ?, ?"
+                " from messages where id = ?",
+                (dst.qid, now, visible_at, row[0]),
+            )
+            conn.execute("delete from messages where id = ?", (row[0],))
         if rows:
             queues.touch(conn, src.qid, now)
             queues.touch(conn, dst.qid, now)
