@@ -187,7 +187,7 @@ class FailedJob:
 
 @dataclass(frozen=True)
 class Listing:
-    pairs: list[Pair]
+    pairs: list[Pair]  # those read (--limit may stop before the last)
     jobs: list[FailedJob]
     skipped: list[str]  # wildcard matches that are not failed queues
     received: bool  # SQS: listing received each job once
@@ -208,10 +208,12 @@ def list_failed(
     pairs, skipped = find_pairs(broker, options, specs, fifo=fifo, dead=dead)
     jobs: list[FailedJob] = []
     unreleased = 0
+    read: list[Pair] = []
     for pair in pairs:
         left = None if limit is None else limit - len(jobs)
         if left == 0:
             break
+        read.append(pair)
         if isinstance(broker, MessageStore):
             jobs += _peeked(broker, pair, left)
             continue
@@ -219,7 +221,7 @@ def list_failed(
         unreleased += kept
         jobs += [_received(pair, m) for m in received]
     received_any = not isinstance(broker, MessageStore)
-    return Listing(pairs, jobs, skipped, received_any, unreleased)
+    return Listing(read, jobs, skipped, received_any, unreleased)
 
 
 def _peeked(store: MessageStore, pair: Pair, limit: int | None) -> list[FailedJob]:
