@@ -14,6 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import time
+import uuid
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, cast
@@ -214,6 +215,11 @@ class SqsBroker(Broker):
             "WaitTimeSeconds": wait,
             "MessageAttributeNames": ["All"],
         }
+        if url.endswith(".fifo"):
+            # botocore sends the same id again when it retries this call, so a receive
+            # whose answer was lost returns the same messages (SQS keeps the attempt
+            # for 5 minutes) instead of hiding them and burning an attempt.
+            request["ReceiveRequestAttemptId"] = uuid.uuid4().hex
         with self._mapped(queue=self.queue_name(url)):
             # Only a long poll may wait for its answer past the other calls' timeout.
             client = self._clients.sqs_long_poll() if wait else self._sqs()
