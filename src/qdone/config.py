@@ -30,6 +30,7 @@ class Defaults:
     retry_delay: int = 10
     idle_for: int = 60
     cache_prefix: str = "qdone:"
+    dedup_period: int = 300  # --external-dedup's window, seconds
     cache_ttl_seconds: int = 10
 
 

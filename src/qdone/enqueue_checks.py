@@ -42,18 +42,20 @@ class SendSettings:
     dedup_id: str | None = None  # FIFO, single enqueue only
     delay: int | None = None
 
-    def check(self, fifo: bool) -> None:
+    def check(self, fifo: bool, external_dedup: bool = False) -> None:
         if self.delay is not None and not 0 <= self.delay <= MAX_DELAY:
             raise UsageError(f"--delay must be 0 to {MAX_DELAY} seconds, not {self.delay}")
         if fifo and self.delay:
             raise UsageError(
                 "--delay cannot be used with FIFO queues: SQS allows only a queue-wide delay there"
             )
-        if not fifo and (self.group_id or self.group_per_message or self.dedup_id):
-            raise UsageError(
-                "--group-id, --group-id-per-message and --deduplication-id need --fifo"
-            )
-        for flag, value in (("--group-id", self.group_id), ("--deduplication-id", self.dedup_id)):
+        if not fifo and (self.group_id or self.group_per_message):
+            raise UsageError("--group-id and --group-id-per-message need --fifo")
+        if not fifo and self.dedup_id and not external_dedup:
+            raise UsageError("--deduplication-id needs --fifo or --external-dedup")
+        # With --external-dedup the id travels in a message attribute, not to SQS.
+        sqs_dedup_id = None if external_dedup else self.dedup_id
+        for flag, value in (("--group-id", self.group_id), ("--deduplication-id", sqs_dedup_id)):
             if value is not None and not _FIFO_ID.fullmatch(value):
                 raise UsageError(
                     f"{flag} {value!r} cannot be used: SQS takes 1 to 128 characters, "
@@ -64,9 +66,11 @@ class SendSettings:
 @dataclass(frozen=True)
 class EnqueueResult:
     queue: str  # as given
-    message_id: str
+    message_id: str  # "" when skipped
     created: list[str]
     full_name: str = ""  # with prefix and suffixes
+    skipped: bool = False  # a duplicate inside its deduplication window: not sent
+    dedup_id: str | None = None  # QdoneDeduplicationId, with --external-dedup
 
 
 def check_command(command: str, where: str) -> int:
@@ -107,6 +111,8 @@ class BatchOutcome:
     created: list[str] = field(default_factory=list)
     failed: list[FailedLine] = field(default_factory=list)
     fatal: BrokerError | None = None
+    skipped: int = 0  # duplicates inside their deduplication window: not sent
+    skipped_per_queue: dict[str, int] = field(default_factory=dict)
 
 
 class QueueLines(NamedTuple):

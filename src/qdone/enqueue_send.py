@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 from .batchfile import BATCH_BYTES, MAX_MESSAGE_BYTES, BatchLine, batch_spans
 from .broker.base import MAX_BATCH, Broker, SendEntry, SendResult
@@ -16,6 +16,9 @@ from .config import Options, QueueOptions
 from .enqueue_checks import BatchOutcome, FailedLine, QueueLines, SendSettings
 from .errors import BrokerError, BrokerUnavailable, MessageTooLarge
 from .queues import EnsuredQueue, ensure_queue
+
+if TYPE_CHECKING:
+    from .dedup import Deduper
 
 __all__ = ["Plan", "Sender", "plan_sends", "run_all"]
 
@@ -69,6 +72,7 @@ class Sender:
         settings: SendSettings,
         ids: Callable[[], str],
         sleep: Callable[[float], None],
+        deduper: Deduper | None = None,
     ):
         self.broker = broker
         self.plan = plan
@@ -76,6 +80,7 @@ class Sender:
         self.settings = settings
         self.ids = ids
         self.sleep = sleep
+        self.deduper = deduper
 
     def batches(self, spans: list[range]) -> list[_Batch]:
         """The batches of consecutive ``spans``, each entry's id its place in its batch.
@@ -102,10 +107,54 @@ class Sender:
             for span in spans
         ]
 
-    def send(self, spans: list[range]) -> list[FailedLine]:
+    def send(self, spans: list[range]) -> tuple[list[FailedLine], int]:
         """Send the batches of ``spans`` (at most ``broker.batches_per_send``); return
-        the lines that were not enqueued, with why."""
+        the lines that were not enqueued, with why, and how many were duplicates."""
         batches = self.batches(spans)
+        refused: list[FailedLine] = []
+        skipped = 0
+        if self.deduper is not None:
+            batches, skipped = self._admit(batches, refused)
+        unconfirmed: list[FailedLine] = []
+        refused += self._send(batches, unconfirmed)
+        if self.deduper is not None and refused:
+            self._release(batches, refused)
+        return refused + unconfirmed, skipped
+
+    def _admit(self, batches: list[_Batch], refused: list[FailedLine]) -> tuple[list[_Batch], int]:
+        """The first copy of each command inside its window, with its deduplication
+        attributes; the rest skipped (or, when that cannot be told and the user said
+        so, refused)."""
+        assert self.deduper is not None
+        admitted, skipped = [], 0
+        reason = (
+            "not enqueued: duplicates could not be checked (the deduplication store "
+            "did not answer) and --dedup-on-error is fail"
+        )
+        for batch in batches:
+            admission = self.deduper.admit(batch.entries, self.target.names.fifo)
+            refused += [FailedLine(batch.lines[n], reason) for n in admission.failed]
+            lines = [batch.lines[n] for n in admission.keep]
+            admitted.append(_Batch(lines, admission.entries))
+            skipped += admission.skipped
+        return [batch for batch in admitted if batch.entries], skipped
+
+    def _release(self, batches: list[_Batch], refused: list[FailedLine]) -> None:
+        """Reopen the windows of lines refused for good, so they can be enqueued again."""
+        assert self.deduper is not None
+        lines = {id(failed.line) for failed in refused}
+        self.deduper.release(
+            [
+                entry
+                for batch in batches
+                for line, entry in zip(batch.lines, batch.entries, strict=True)
+                if id(line) in lines
+            ]
+        )
+
+    def _send(self, batches: list[_Batch], unconfirmed: list[FailedLine]) -> list[FailedLine]:
+        """Send ``batches``, retrying refused entries; the lines refused for good (and,
+        in ``unconfirmed``, those that may or may not be on the queue)."""
         pending = list(batches)  # what is left of each batch
         reasons: list[dict[str, str]] = [{} for _ in batches]
         refused: list[FailedLine] = []
@@ -126,7 +175,7 @@ class Sender:
                     # The call may have reached the queue: sending again could duplicate.
                     reason = f"not confirmed, may or may not be enqueued: {exc}"
                     for n in active:
-                        refused += [FailedLine(line, reason) for line in pending[n].lines]
+                        unconfirmed += [FailedLine(line, reason) for line in pending[n].lines]
                         pending[n] = _NOTHING
                     break
                 for n in active:

@@ -8,6 +8,8 @@
     │   ├── MessageTooLarge
     │   └── BatchInputError         a batch file line that cannot be enqueued
     ├── ConfigError                 a setting that cannot work (broker URL…)  (exit 2)
+    ├── CacheUnavailable            the deduplication store did not answer and
+    │                               --dedup-on-error is fail                  (exit 3)
     └── BrokerError                 the queue service failed or refused        (exit 1)
         ├── BrokerUnavailable       unreachable endpoint, missing credentials, an
         │                           AWS configuration that cannot be used, a
@@ -31,6 +33,7 @@ __all__ = [
     "BatchSendError",
     "BrokerError",
     "BrokerUnavailable",
+    "CacheUnavailable",
     "ConfigError",
     "ExitCode",
     "FailedEntry",
@@ -82,6 +85,13 @@ class BatchInputError(UsageError):
 
 class ConfigError(QdoneError):
     exit_code = ExitCode.USAGE
+
+
+class CacheUnavailable(QdoneError):
+    """The fleet's Redis (or the store's deduplication tables) did not answer where
+    the user asked to fail rather than go on without it."""
+
+    exit_code = ExitCode.UNAVAILABLE
 
 
 class BrokerError(QdoneError):

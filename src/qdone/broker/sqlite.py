@@ -19,7 +19,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Concatenate, ParamSpec, TypeVar
+from typing import TYPE_CHECKING, Concatenate, ParamSpec, TypeVar
 
 from ..errors import BrokerError, QueueNotFound
 from ..naming import validate_sqs_name
@@ -41,6 +41,9 @@ from .base import (
     SendResult,
     StoredMessage,
 )
+
+if TYPE_CHECKING:
+    from .sqlite_dedup import SqliteDedup
 
 __all__ = ["SqliteBroker"]
 
@@ -400,6 +403,12 @@ class SqliteBroker(Broker):
             ).fetchone()
             result[url] = row is not None and row[0] >= since
         return result
+
+    def dedup(self) -> SqliteDedup:
+        """Deduplication windows and run claims in this store (``qdone.dedup``)."""
+        from .sqlite_dedup import SqliteDedup
+
+        return SqliteDedup(self._conn, self.path, self._clock)
 
     def close(self) -> None:
         with self._lock:

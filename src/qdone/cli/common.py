@@ -17,11 +17,15 @@ from ..errors import UsageError
 if TYPE_CHECKING:
     from ..broker.base import Broker
     from ..cache import Cache
+    from ..dedup import Deduper, DedupSettings, DedupStore
     from ..log import Output
 
 __all__ = [
     "GLOBAL_KEY",
     "cache_for",
+    "check_dedup",
+    "dedup_store",
+    "deduper_for",
     "global_options",
     "make_output",
     "open_for",
@@ -210,6 +214,57 @@ def cache_for(options: Options, output: Output) -> Iterator[Cache | None]:
         yield cache
     finally:
         cache.close()
+
+
+def check_dedup(options: Options, dedup: DedupSettings | None) -> None:
+    """``--external-dedup`` needs somewhere to keep its windows: Redis, or the store."""
+    if dedup is None or options.cache_uri:
+        return
+    from ..broker import parse_broker_url
+
+    if parse_broker_url(options.broker)[0] != "sqlite":
+        raise UsageError(
+            "--external-dedup needs --cache-uri with --broker sqs (the SQLite store keeps "
+            "its own deduplication windows)"
+        )
+
+
+def dedup_store(options: Options, broker: Broker, cache: Cache | None) -> DedupStore | None:
+    """Where deduplication windows and run claims live: the SQLite store's own
+    tables, else the fleet's Redis; None with neither."""
+    from ..broker import parse_broker_url
+
+    if parse_broker_url(options.broker)[0] == "sqlite":
+        from ..broker.sqlite import SqliteBroker
+
+        assert isinstance(broker, SqliteBroker)
+        return broker.dedup()
+    if cache is None:
+        return None
+    from ..cache.dedup import RedisDedup
+
+    return RedisDedup(cache)
+
+
+@contextmanager
+def deduper_for(
+    options: Options,
+    output: Output,
+    broker: Broker,
+    cache: Cache | None,
+    dedup: DedupSettings | None,
+) -> Iterator[Deduper | None]:
+    """The enqueue side of ``--external-dedup`` (its warnings shown on ``output``),
+    or None without it."""
+    store = None if dedup is None else dedup_store(options, broker, cache)
+    if store is None or dedup is None:
+        yield None
+        return
+    from ..dedup import Deduper
+    from ..log_forward import forward_warnings
+
+    forward_warnings("qdone.cache", output)
+    yield Deduper(store, dedup)
 
 
 def report_calls(broker: Broker, output: Output) -> None:

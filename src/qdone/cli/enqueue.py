@@ -6,16 +6,23 @@ import dataclasses
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from ..batchfile import BatchLine, read_sources
+from ..config import DEFAULTS
 from ..enqueue import BatchOutcome, FailedLine, SendSettings, enqueue, enqueue_batch
-from ..errors import ExitCode, QdoneError
+from ..errors import ExitCode, QdoneError, UsageError
 from ..log import Output
+
+if TYPE_CHECKING:
+    from ..dedup import DedupSettings
+
 from .common import (
     cache_for,
+    check_dedup,
+    deduper_for,
     global_options,
     make_output,
     open_for,
@@ -48,6 +55,62 @@ def _delay_option(f: Callable[..., Any]) -> Callable[..., Any]:
     )(f)
 
 
+def _dedup_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    options = [
+        click.option(
+            "--external-dedup",
+            is_flag=True,
+            help="Send a command at most once per window: a duplicate of a command already "
+            "enqueued and not yet run is skipped. Windows live in --cache-uri's Redis (Node "
+            "qdone 2.x's keys) or, on the SQLite broker, in the store.",
+        ),
+        click.option(
+            "--dedup-period",
+            type=click.IntRange(1, 1_209_600),
+            default=DEFAULTS.dedup_period,
+            show_default=True,
+            metavar="SECONDS",
+            help="How long a window stays open if its job does not run first.",
+        ),
+        click.option(
+            "--dedup-id-per-message",
+            is_flag=True,
+            help="A new deduplication id per message, instead of one derived from the command.",
+        ),
+        click.option(
+            "--dedup-stats",
+            is_flag=True,
+            help="Count the duplicates of each window in Redis (Node qdone's dedup-stats sets).",
+        ),
+        click.option(
+            "--dedup-on-error",
+            type=click.Choice(["send", "fail"]),
+            default="send",
+            show_default=True,
+            help="When the windows cannot be checked: send anyway (with a warning), or "
+            "enqueue nothing (exit 3).",
+        ),
+    ]
+    for decorate in reversed(options):
+        f = decorate(f)
+    return f
+
+
+def _dedup_settings(kwargs: dict[str, Any], explicit_id: str | None) -> DedupSettings | None:
+    """The deduplication settings, taken out of ``kwargs``; None without --external-dedup."""
+    values = {
+        name: kwargs.pop(f"dedup_{name}")
+        for name in ("period", "id_per_message", "stats", "on_error")
+    }
+    if values["id_per_message"] and explicit_id:
+        raise UsageError("use either --deduplication-id or --dedup-id-per-message, not both")
+    if not kwargs.pop("external_dedup"):
+        return None
+    from ..dedup import DedupSettings
+
+    return DedupSettings(explicit_id=explicit_id, **values)
+
+
 @click.command("enqueue")
 @click.argument("queue")
 @click.argument("command")
@@ -55,9 +118,11 @@ def _delay_option(f: Callable[..., Any]) -> Callable[..., Any]:
 @click.option(
     "--deduplication-id",
     metavar="ID",
-    help="FIFO deduplication id. [default: a new id per message]",
+    help="Deduplication id: SQS's on a FIFO queue; with --external-dedup, the window's. "
+    "[default: FIFO: a new id per message; --external-dedup: derived from the command]",
 )
 @_delay_option
+@_dedup_options
 @with_queue_options
 @global_options()
 @click.pass_context
@@ -71,12 +136,18 @@ def enqueue_command(ctx: click.Context, /, queue: str, command: str, **kwargs: A
       qdone enqueue thumbnails "convert big.png -resize 10% small.png"
     """
     q, dlq_suffix = queue_options(kwargs)
+    dedup = _dedup_settings(kwargs, kwargs["deduplication_id"])
     options = dataclasses.replace(options_from(ctx), dlq_suffix=dlq_suffix)
     output = make_output(options)
     settings = SendSettings(
         group_id=kwargs["group_id"], dedup_id=kwargs["deduplication_id"], delay=kwargs["delay"]
     )
-    with cache_for(options, output) as cache, open_for(options, output) as broker:
+    check_dedup(options, dedup)
+    with (
+        cache_for(options, output) as cache,
+        open_for(options, output) as broker,
+        deduper_for(options, output, broker, cache, dedup) as deduper,
+    ):
         result = enqueue(
             broker,
             options,
@@ -86,10 +157,25 @@ def enqueue_command(ctx: click.Context, /, queue: str, command: str, **kwargs: A
             settings,
             on_create=lambda name: output.info(f"Created queue {name}"),
             on_sent=None if cache is None else lambda name: cache.notify([name]),
+            deduper=deduper,
         )
+        if result.skipped:
+            output.info(f"Skipped 1 duplicate (deduplication id {result.dedup_id})")
+            output.event(
+                "DUPLICATE_SKIPPED",
+                {"queue": result.full_name, "skipped": 1, "deduplicationId": result.dedup_id},
+            )
+            return
         try:
             output.info(f"Enqueued job {result.message_id}")
-            output.event("ENQUEUED", {"queue": result.full_name, "job": result.message_id})
+            output.event(
+                "ENQUEUED",
+                {
+                    "queue": result.full_name,
+                    "job": result.message_id,
+                    "deduplicationId": result.dedup_id,
+                },
+            )
         except OSError as exc:  # e.g. stdout on a full disk: the job is on the queue
             raise QdoneError(
                 f"job {result.message_id} was enqueued to {queue}, but reporting it "
@@ -106,6 +192,7 @@ def enqueue_command(ctx: click.Context, /, queue: str, command: str, **kwargs: A
     help="FIFO: give every message its own group, so they may run in parallel.",
 )
 @_delay_option
+@_dedup_options
 @with_queue_options
 @global_options()
 @click.pass_context
@@ -123,6 +210,7 @@ def enqueue_batch_command(ctx: click.Context, /, files: tuple[str, ...], **kwarg
       printf 'render frame-1.sh\\nrender frame-2.sh\\n' | qdone enqueue-batch -
     """
     q, dlq_suffix = queue_options(kwargs)
+    dedup = _dedup_settings(kwargs, None)
     options = dataclasses.replace(options_from(ctx), dlq_suffix=dlq_suffix)
     output = make_output(options)
     settings = SendSettings(
@@ -130,8 +218,13 @@ def enqueue_batch_command(ctx: click.Context, /, files: tuple[str, ...], **kwarg
         group_per_message=kwargs["group_id_per_message"],
         delay=kwargs["delay"],
     )
+    check_dedup(options, dedup)
     lines = read_sources(files)
-    with cache_for(options, output) as cache, open_for(options, output) as broker:
+    with (
+        cache_for(options, output) as cache,
+        open_for(options, output) as broker,
+        deduper_for(options, output, broker, cache, dedup) as deduper,
+    ):
         with _progress(output, len(lines)) as progress:
             outcome = enqueue_batch(
                 broker,
@@ -142,6 +235,7 @@ def enqueue_batch_command(ctx: click.Context, /, files: tuple[str, ...], **kwarg
                 on_create=lambda name: output.info(f"Created queue {name}"),
                 progress=progress,
                 on_sent=None if cache is None else lambda name: cache.notify([name]),
+                deduper=deduper,
             )
         _report(output, outcome, lines)
 
@@ -191,6 +285,13 @@ def _report(output: Output, outcome: BatchOutcome, lines: list[BatchLine]) -> No
             f"{first.line.where}-{last.line.lineno}: none of these {len(run):,} lines was "
             f"enqueued (to {to}): {first.reason}"
         )
+    if outcome.skipped:
+        noun = "duplicate" if outcome.skipped == 1 else "duplicates"
+        output.info(f"Skipped {outcome.skipped} {noun}")
+        output.event(
+            "DUPLICATE_SKIPPED",
+            {"skipped": outcome.skipped, "queues": outcome.skipped_per_queue},
+        )
     output.info(f"Enqueued {outcome.sent} jobs")
     output.event(
         "BATCH_ENQUEUED",
@@ -202,6 +303,8 @@ def _report(output: Output, outcome: BatchOutcome, lines: list[BatchLine]) -> No
             f"{len(outcome.failed)} of {total} lines were not enqueued (listed above); "
             f"the other {outcome.sent} were"
         )
+        if outcome.skipped:
+            summary += f" ({outcome.skipped} duplicates skipped)"
         output.error(summary)
         code = error.exit_code if error is not None else ExitCode.FAILURE
         raise SystemExit(int(code))

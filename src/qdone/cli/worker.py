@@ -55,7 +55,7 @@ import sys
 import threading
 import time
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -67,6 +67,7 @@ from ..log import Output
 from ..worker import Worker
 from ..worker.events import (
     BrokerTrouble,
+    DuplicateSkipped,
     Event,
     JobArchived,
     JobFailed,
@@ -82,7 +83,13 @@ from ..worker.events import (
     WorkerSettings,
 )
 from .archive import ArchiveWriter
-from .common import global_options, open_for, options_from
+from .common import cache_for, dedup_store, global_options, open_for, options_from
+
+if TYPE_CHECKING:
+    from ..broker.base import Broker
+    from ..cache import Cache
+    from ..config import Options
+    from ..dedup import RunClaims
 
 __all__ = ["WorkerView", "worker_command"]
 
@@ -147,6 +154,13 @@ class WorkerView:
         attempt = f" (attempt {e.attempt})" if e.attempt > 1 else ""
         self.out.info(f"Found job {e.job} on {e.queue}{attempt}")
         self._job_line(e.job, self.out.style(f"executing: {e.command}", "dim"))
+
+    def _on_DuplicateSkipped(self, e: DuplicateSkipped) -> None:
+        self.out.info(f"Skipped job {e.job} on {e.queue}: a copy of it runs or ran")
+        self.out.event(
+            "DUPLICATE_SKIPPED",
+            {"queue": e.queue, "job": e.job, "command": e.command, "deduplicationId": e.dedup_id},
+        )
 
     def _on_JobArchived(self, e: JobArchived) -> None:
         pass  # written by ArchiveWriter, before the message is deleted
@@ -405,6 +419,20 @@ def _install_signals(worker: Worker, output: Output) -> None:
 @click.option(
     "--dlq-suffix", default=DEFAULTS.dlq_suffix, show_default=True, help="Suffix of dead queues."
 )
+@click.option(
+    "--dedup-period",
+    type=click.IntRange(1, 1_209_600),
+    default=DEFAULTS.dedup_period,
+    show_default=True,
+    metavar="SECONDS",
+    help="Jobs enqueued with --external-dedup: how long after a job succeeded copies of "
+    "its message are still deleted unrun.",
+)
+@click.option(
+    "--dedup-stats",
+    is_flag=True,
+    help="Now and then drop ended windows from the --dedup-stats sets in Redis.",
+)
 @global_options()
 @click.pass_context
 def worker_command(ctx: click.Context, /, queues: tuple[str, ...], **kw: Any) -> None:
@@ -434,6 +462,7 @@ def worker_command(ctx: click.Context, /, queues: tuple[str, ...], **kw: Any) ->
       qdone worker build --drain && deploy
     """
     options = dataclasses.replace(options_from(ctx), dlq_suffix=kw.pop("dlq_suffix"))
+    dedup_period, dedup_stats = kw.pop("dedup_period"), kw.pop("dedup_stats")
     settings = WorkerSettings(queues=queues, **kw)
     if settings.drain and settings.wait_time == 0 and parse_broker_url(options.broker)[0] == "sqs":
         raise UsageError("--drain needs --wait-time above 0 on SQS: short polls can miss messages")
@@ -443,9 +472,10 @@ def worker_command(ctx: click.Context, /, queues: tuple[str, ...], **kw: Any) ->
         json_lines=not settings.archive and not _stderr_tty(),
         keep_going=True,  # a report that cannot be written changes no job
     )
-    with open_for(options, output) as broker:
+    with cache_for(options, output) as cache, open_for(options, output) as broker:
         view = WorkerView(output, settings.kill_after, settings.concurrency)
-        worker = Worker(broker, options, settings, on_event=view, archive_to=archive)
+        claims = _run_claims(options, output, broker, cache, dedup_period, dedup_stats)
+        worker = Worker(broker, options, settings, on_event=view, archive_to=archive, claims=claims)
         _install_signals(worker, output)
         summary = worker.run()
     if archive is not None:
@@ -454,6 +484,31 @@ def worker_command(ctx: click.Context, /, queues: tuple[str, ...], **kw: Any) ->
         raise SystemExit(int(ExitCode.INTERRUPTED))
     if settings.drain and summary.failed > summary.retried:  # some failed for good
         raise SystemExit(int(ExitCode.FAILURE))
+
+
+def _run_claims(
+    options: Options,
+    output: Output,
+    broker: Broker,
+    cache: Cache | None,
+    dedup_period: int,
+    dedup_stats: bool,
+) -> RunClaims | None:
+    """Claims for messages sent with --external-dedup: in the SQLite store, or in
+    the fleet's Redis; None with neither (such messages then simply run)."""
+    store = dedup_store(options, broker, cache)
+    if store is None:
+        return None
+    from ..dedup import RunClaims
+    from ..log_forward import forward_warnings
+
+    prune = None
+    if dedup_stats and cache is not None:
+        from ..cache.dedup import RedisDedup
+
+        prune = store.stat_maintenance if isinstance(store, RedisDedup) else None
+    forward_warnings("qdone.cache", output)
+    return RunClaims(store, dedup_period, prune_stats=prune)
 
 
 def _stderr_tty() -> bool:

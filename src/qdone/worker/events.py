@@ -10,6 +10,7 @@ from ..job import GRACE, JobResult
 
 __all__ = [
     "BrokerTrouble",
+    "DuplicateSkipped",
     "Event",
     "JobArchived",
     "JobFailed",
@@ -163,6 +164,17 @@ class JobArchived:
 
 
 @dataclass(frozen=True)
+class DuplicateSkipped:
+    """A copy of a message whose job runs or ran (``QdoneDeduplicationId``): deleted
+    without running."""
+
+    queue: str
+    job: str
+    command: str
+    dedup_id: str
+
+
+@dataclass(frozen=True)
 class Waiting:
     """Shutting down: what the worker still waits for."""
 
@@ -198,6 +210,7 @@ Event = (
     | JobOverdue
     | JobRetry
     | JobArchived
+    | DuplicateSkipped
     | Waiting
     | BrokerTrouble
     | Summary

@@ -35,6 +35,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import wait as wait_all
+from typing import TYPE_CHECKING
 
 from ..broker.base import MAX_BATCH, Broker, Message
 from ..config import Options
@@ -54,6 +55,9 @@ from .handler import Handler, HandlerJobs
 from .policy import Slots, poll_wait
 from .queues import QueueRef, QueueResolver
 from .runner import Runner, chains
+
+if TYPE_CHECKING:
+    from ..dedup import RunClaims
 
 __all__ = ["Worker"]
 
@@ -79,6 +83,7 @@ class Worker:
         rng: random.Random | None = None,
         archive_to: Callable[[str], None] | None = None,
         handler: Handler | None = None,
+        claims: RunClaims | None = None,
     ) -> None:
         """``archive_to``: with ``--archive``, writes a command out (flushed), raising
         OSError when it cannot; the message is deleted only after it returned.
@@ -118,6 +123,7 @@ class Worker:
             archive_to=archive_to,
             on_stop=self.stop,
             new_job=None if handler is None else HandlerJobs(handler, settings, self._emit),
+            claims=claims,
         )
         # Job threads run at the jobs' niceness (Linux): the jobs inherit it. A
         # handler runs in the worker's own process, at its priority.

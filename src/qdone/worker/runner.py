@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import Protocol
 
 from ..broker.base import Message
+from ..dedup import ATTRIBUTE, RunClaims
 from ..errors import BrokerError
 from ..job import Job, JobResult
 from ..keeper import Keeper
@@ -18,6 +19,7 @@ from ..spawn import environ
 from .acker import Acker
 from .events import (
     BrokerTrouble,
+    DuplicateSkipped,
     Event,
     JobArchived,
     JobFailed,
@@ -73,11 +75,13 @@ class Runner:
         archive_to: Callable[[str], None] | None = None,
         on_stop: Callable[[], None] = lambda: None,
         new_job: JobFactory | None = None,
+        claims: RunClaims | None = None,
     ) -> None:
         self.settings = settings
         self._archive_to = archive_to  # writes a command, raising OSError when it cannot
         self._on_stop = on_stop
         self._new_job = new_job
+        self._claims = claims
         self._acker = acker
         self._slots = slots
         self._emit = emit
@@ -166,6 +170,10 @@ class Runner:
         try:
             if self.settings.archive:
                 return not self._archive(q, m)
+            if self._claims is not None and not self._claims.claim(m, self._claim_ttl()):
+                self._emit(DuplicateSkipped(q.name, m.message_id, m.body, m.attributes[ATTRIBUTE]))
+                self._acker.delete(m)
+                return False
             result = self._execute(q, m, pending)
             if result.ok:
                 pending.append(lambda: self._succeeded(q, m, result))
@@ -194,7 +202,13 @@ class Runner:
         self._count("archived")
         return True
 
+    def _claim_ttl(self) -> int:
+        """How long a run claim holds: past the job's kill and its report."""
+        return self.settings.cover() + 60
+
     def _succeeded(self, q: QueueRef, m: Message, result: JobResult) -> None:
+        if self._claims is not None:
+            self._claims.finish(m, succeeded=True)
         self._acker.delete(m, urgent=q.fifo)
         with self._lock:
             self._stats["ran"] += 1
@@ -238,6 +252,8 @@ class Runner:
         for another worker, without using an attempt where it can (see
         ``worker/interrupt.py``). If the copy cannot be sent, the message is made
         visible again."""
+        if self._claims is not None:
+            self._claims.finish(m, succeeded=False)  # the copy, or its next receive, runs
         copy: str | None = None
         if not keeps_its_place(q, m):
             try:
@@ -267,6 +283,8 @@ class Runner:
 
     def _failed(self, q: QueueRef, m: Message, result: JobResult, received_at: float) -> bool:
         self._count("failed")
+        if self._claims is not None:
+            self._claims.finish(m, succeeded=False)
         attempts = q.max_receives
         if attempts is None:
             # No redrive policy (a failed queue): one attempt per visibility timeout,
