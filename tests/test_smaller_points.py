@@ -131,3 +131,34 @@ def test_a_full_disk_during_enqueue_batch_is_one_clear_report(tmp_path: Path) ->
     assert 0 < enqueued < 20_000
     assert f"{20_000 - enqueued} of 20000 lines were not enqueued" in result.stderr
     assert f"{batch}:{enqueued + 1}-20000" in result.stderr
+
+
+# -- monitor (and other readers) on a read-only store --------------------------------
+
+
+def in_namespace(script: str) -> list[str]:
+    if shutil.which("unshare") is None:
+        pytest.skip("needs unshare(1)")
+    probe = subprocess.run(["unshare", "-r", "-m", "true"], capture_output=True, check=False)
+    if probe.returncode != 0:
+        pytest.skip("user and mount namespaces are not available here")
+    return ["unshare", "-r", "-m", "sh", "-c", script]
+
+
+def test_monitor_reads_a_store_on_a_read_only_file_system(tmp_path: Path) -> None:
+    store = tmp_path / "ro"
+    store.mkdir()
+    env = {**os.environ, "QDONE_BROKER": f"sqlite://{store}/store.db"}
+    assert run(env, "enqueue", "q", "true").returncode == 0
+    read_only = f"mount --bind {store} {store} && mount -o remount,ro,bind {store}"
+    script = (
+        f"{read_only} && {QDONE} monitor q --once --json && "
+        f"{QDONE} enqueue q true; echo enqueue-exit=$? >&2"
+    )
+    result = subprocess.run(in_namespace(script), env=env, capture_output=True, text=True)
+    counts = next(json.loads(x) for x in result.stdout.splitlines() if "QUEUE_COUNTS" in x)
+    assert counts["visible"] == 1, result.stderr
+    # A command that writes still says clearly that it cannot.
+    assert "enqueue-exit=3" in result.stderr
+    assert "qdone: error: cannot write the qdone store" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -33,8 +33,11 @@ def parse_broker_url(url: str) -> tuple[str, Path | None]:
     )
 
 
-def open_broker(options: Options, clock: Callable[[], float] | None = None) -> Broker:
-    """The broker that ``options.broker`` names."""
+def open_broker(
+    options: Options, clock: Callable[[], float] | None = None, *, reads_only: bool = False
+) -> Broker:
+    """The broker that ``options.broker`` names. ``reads_only``: the command only
+    reads, and may look at a SQLite store it cannot write."""
     kind, path = parse_broker_url(options.broker)
     if kind == "sqlite":
         given = [
@@ -54,7 +57,7 @@ def open_broker(options: Options, clock: Callable[[], float] | None = None) -> B
         from .sqlite import SqliteBroker
 
         assert path is not None
-        return SqliteBroker(path, clock=clock, defer=True)
+        return SqliteBroker(path, clock=clock, defer=True, reads_only=reads_only)
     from .sqs import SqsBroker
 
     return SqsBroker(region=options.region, endpoint_url=options.endpoint_url)

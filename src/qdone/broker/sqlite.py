@@ -75,10 +75,17 @@ class SqliteBroker(Broker):
     batches_per_send = 500  # one transaction per 5,000 messages in enqueue-batch
 
     def __init__(
-        self, path: Path, clock: Callable[[], float] | None = None, *, defer: bool = False
+        self,
+        path: Path,
+        clock: Callable[[], float] | None = None,
+        *,
+        defer: bool = False,
+        reads_only: bool = False,
     ) -> None:
         """``defer``: make and check the file on the first operation, not now, so that
-        a command refusing its input before any call leaves nothing behind."""
+        a command refusing its input before any call leaves nothing behind.
+        ``reads_only``: a store that cannot be written (a read-only file system or
+        file) is opened read-only, for commands that only look (``monitor``)."""
         super().__init__()
         self.path = Path(path)
         self._clock = clock or time.time
@@ -89,6 +96,8 @@ class SqliteBroker(Broker):
         self._urls: dict[str, str] = {}
         self._new_ids = schema.MessageIds()
         self._opened = False
+        self._reads_only = reads_only
+        self._read_only = False  # opened read-only: this process cannot write it
         self._json_each = False
         if not defer:
             self._open()
@@ -110,11 +119,28 @@ class SqliteBroker(Broker):
                 if conn is not None:
                     conn.close()
                 if isinstance(exc, sqlite3.Error):
-                    raise schema.mapped_error(exc, self.path) from exc
-                raise
+                    conn = self._open_read_only(exc)
+                else:
+                    raise
             self._connections.append(conn)
             self._local.conn = conn
             self._opened = True
+
+    def _open_read_only(self, exc: sqlite3.Error) -> schema.Connection:
+        """The store could not be opened for writing: open it read-only if it is a
+        qdone store that can be read, else raise the error of the first try. A
+        command that writes then fails on its first write ("cannot write")."""
+        text = str(exc)
+        cannot_write = "readonly" in text or "unable to open" in text
+        if not (self._reads_only and cannot_write and self.path.is_file()):
+            raise schema.mapped_error(exc, self.path) from exc
+        try:
+            conn = schema.connect_read_only(self.path)
+        except sqlite3.Error:
+            raise schema.mapped_error(exc, self.path) from exc
+        self._read_only = True
+        self._json_each = sending.has_json_each(conn)
+        return conn
 
     def _conn(self) -> schema.Connection:
         conn: schema.Connection | None = getattr(self._local, "conn", None)
@@ -122,7 +148,10 @@ class SqliteBroker(Broker):
             if not self._opened:
                 self._open()
                 return self._conn()
-            conn = schema.connect(self.path, self._writers)
+            if self._read_only:
+                conn = schema.connect_read_only(self.path)
+            else:
+                conn = schema.connect(self.path, self._writers)
             with self._lock:
                 self._connections.append(conn)
             self._local.conn = conn

@@ -150,8 +150,41 @@ def connect(path: Path, writers: threading.RLock | None = None) -> Connection:
     return conn
 
 
-def init_store(conn: Connection, path: Path) -> None:
-    """Check that ``path`` is a qdone store (or empty), then create the schema."""
+def connect_read_only(path: Path) -> Connection:
+    """A read-only connection to the store at ``path``, for a store this process
+    cannot write (a read-only file system or file): it can still be looked at
+    (``monitor``). SQLite reads a WAL store read-only only where it can make or
+    open its shared-memory file; where it cannot (a read-only directory), nobody
+    can write the store either, and it is opened as immutable."""
+    last: sqlite3.Error | None = None
+    for query in ("mode=ro", "mode=ro&immutable=1"):
+        conn: Connection | None = None
+        try:
+            conn = sqlite3.connect(
+                f"{path.absolute().as_uri()}?{query}",
+                uri=True,
+                timeout=BUSY_TIMEOUT,
+                isolation_level=None,
+                check_same_thread=False,
+                factory=Connection,
+            )
+            assert isinstance(conn, Connection)
+            conn.writers = threading.RLock()
+            check_store(conn, path)
+            return conn
+        except (sqlite3.Error, BrokerError) as exc:
+            if conn is not None:
+                conn.close()
+            if not isinstance(exc, sqlite3.Error):
+                raise
+            last = exc
+    assert last is not None
+    raise last
+
+
+def check_store(conn: Connection, path: Path) -> None:
+    """Raise ``BrokerUnavailable`` unless ``path`` is a qdone store (or empty) that
+    this qdone can use."""
     app_id, version = _store_marks(conn)
     tables = conn.execute("select count(*) from sqlite_master").fetchone()[0]
     if app_id != APPLICATION_ID and (app_id != 0 or tables):
@@ -160,6 +193,11 @@ def init_store(conn: Connection, path: Path) -> None:
         raise BrokerUnavailable(
             f"{path} is a qdone store of schema {version}, newer than this qdone; upgrade qdone"
         )
+
+
+def init_store(conn: Connection, path: Path) -> None:
+    """Check that ``path`` is a qdone store (or empty), then create the schema."""
+    check_store(conn, path)
     conn.execute("pragma journal_mode = wal")
     with transaction(conn):
         for statement in SCHEMA:

@@ -185,11 +185,12 @@ def make_output(options: Options) -> Output:
 
 
 @contextmanager
-def open_for(options: Options, output: Output) -> Iterator[Broker]:
-    """The broker for a command: named when verbose, calls reported, always closed."""
+def open_for(options: Options, output: Output, *, reads_only: bool = False) -> Iterator[Broker]:
+    """The broker for a command: named when verbose, calls reported, always closed.
+    ``reads_only``: a SQLite store that cannot be written is opened read-only."""
     from ..broker import open_broker
 
-    broker = open_broker(options)
+    broker = open_broker(options, reads_only=reads_only)
     output.info(f"Using {broker.describe()}")
     try:
         yield broker

@@ -137,7 +137,7 @@ def monitor_command(ctx: click.Context, /, patterns: tuple[str, ...], **kwargs: 
     as_json = kwargs["as_json"] or not sys.stdout.isatty()
     output = Output(verbose=options.verbose, json_lines=as_json)
     screen = _Screen(output, as_json, clear=not as_json and not kwargs["once"])
-    with open_for(options, output) as broker:
+    with open_for(options, output, reads_only=True) as broker:
         if kwargs["save"]:
             require_sink(broker)
 
