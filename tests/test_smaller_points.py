@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from .sites import QDONE
+from .sites import QDONE, Site
 
 
 def run(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
@@ -162,3 +162,26 @@ def test_monitor_reads_a_store_on_a_read_only_file_system(tmp_path: Path) -> Non
     assert "enqueue-exit=3" in result.stderr
     assert "qdone: error: cannot write the qdone store" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+# -- --retries on an existing queue with another maxReceiveCount ----------------------
+
+
+def warnings_of(stdout: str) -> list[str]:
+    return [
+        str(e["message"]) for e in map(json.loads, stdout.splitlines()) if e["event"] == "WARNING"
+    ]
+
+
+def test_retries_that_an_existing_queue_does_not_have_are_reported(site: Site) -> None:
+    site.enqueue("rt", "true")  # maxReceiveCount 1
+    once = site.qdone("enqueue", "--retries", "3", "rt", "true")
+    batch = site.qdone("enqueue-batch", "--retries", "3", "-", input="rt true\n")
+    for result in (once, batch):
+        assert result.returncode == 0, result.stderr
+        [warning] = warnings_of(result.stdout)
+        assert "maxReceiveCount 1" in warning and "--retries 3" in warning
+        assert "qdone check rt --retries 3 --overwrite" in warning
+    assert site.counts("rt") == (3, 0)  # the jobs are enqueued all the same
+    same = site.qdone("enqueue", "--retries", "0", "rt", "true")
+    assert warnings_of(same.stdout) == []

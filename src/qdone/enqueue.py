@@ -89,7 +89,9 @@ def enqueue(
     if on_sent is not None:
         on_sent(target.names.main)
     ident = None if deduper is None else admission.ids[0]
-    return EnqueueResult(queue, message_id, target.created, target.names.main, dedup_id=ident)
+    return EnqueueResult(
+        queue, message_id, target.created, target.names.main, dedup_id=ident, notes=target.notes
+    )
 
 
 def _send_admitted(broker: Broker, url: str, entry: SendEntry, deduper: Deduper) -> str:
@@ -133,6 +135,7 @@ def enqueue_batch(
     outcome = BatchOutcome()
     plans = plan_sends(broker, options, q, queues, settings, on_create, ids)
     outcome.created = [name for plan in plans for name in plan.target.created]
+    outcome.notes = [note for plan in plans for note in plan.target.notes]
     lock = threading.Lock()
     finished: set[int] = set()
     told: set[str] = set()

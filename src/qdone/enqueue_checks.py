@@ -71,6 +71,7 @@ class EnqueueResult:
     full_name: str = ""  # with prefix and suffixes
     skipped: bool = False  # a duplicate inside its deduplication window: not sent
     dedup_id: str | None = None  # QdoneDeduplicationId, with --external-dedup
+    notes: list[str] = field(default_factory=list)  # options the queue does not have
 
 
 def check_command(command: str, where: str) -> int:
@@ -109,6 +110,7 @@ class BatchOutcome:
     sent: int = 0
     per_queue: dict[str, int] = field(default_factory=dict)
     created: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # options a queue does not have
     failed: list[FailedLine] = field(default_factory=list)
     fatal: BrokerError | None = None
     skipped: int = 0  # duplicates inside their deduplication window: not sent

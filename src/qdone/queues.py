@@ -111,6 +111,9 @@ class EnsuredQueue:
     names: QueueNames
     url: str
     created: list[str] = field(default_factory=list)
+    #: What of the options the existing queue does not have, said once (the
+    #: queue is used as it is).
+    notes: list[str] = field(default_factory=list)
 
 
 def _create_or_reuse(
@@ -126,6 +129,29 @@ def _create_or_reuse(
     return url
 
 
+def _retries_kept(
+    broker: Broker, url: str, names: QueueNames, q: QueueOptions, queue: str
+) -> list[str]:
+    """With ``--retries``: a note when the existing queue gives another number of
+    attempts (one ``GetQueueAttributes``; none without ``--retries``)."""
+    if not q.retries:
+        return []
+    policy = broker.get_queue_attributes(url, ["RedrivePolicy"]).get("RedrivePolicy")
+    try:
+        have = int(json.loads(policy)["maxReceiveCount"]) if policy else None
+    except (ValueError, KeyError, TypeError):
+        have = None
+    if have == q.retries + 1:
+        return []
+    has = f"maxReceiveCount {have}" if have is not None else "no redrive policy"
+    fifo = " --fifo" if q.fifo and not queue.endswith(".fifo") else ""
+    return [
+        f"{names.main} has {has}, not the {q.retries + 1} that --retries {q.retries} asks "
+        f"for, and is used as it is; 'qdone check {queue}{fifo} --retries {q.retries} "
+        "--overwrite' sets it"
+    ]
+
+
 def ensure_queue(
     broker: Broker,
     options: Options,
@@ -138,9 +164,11 @@ def ensure_queue(
     a new pair two ``CreateQueue`` more: ARNs are derived, never looked up."""
     names = checked_names(options, q, queue)
     try:
-        return EnsuredQueue(names, broker.get_queue_url(names.main))
+        url = broker.get_queue_url(names.main)
     except QueueNotFound:
         pass
+    else:
+        return EnsuredQueue(names, url, notes=_retries_kept(broker, url, names, q, queue))
     created: list[str] = []
     dead_arn = None
     if q.dlq:

@@ -159,6 +159,8 @@ def enqueue_command(ctx: click.Context, /, queue: str, command: str, **kwargs: A
             on_sent=None if cache is None else lambda name: cache.notify([name]),
             deduper=deduper,
         )
+        for note in result.notes:
+            output.warn(note)
         if result.skipped:
             output.info(f"Skipped 1 duplicate (deduplication id {result.dedup_id})")
             output.event(
@@ -237,6 +239,8 @@ def enqueue_batch_command(ctx: click.Context, /, files: tuple[str, ...], **kwarg
                 on_sent=None if cache is None else lambda name: cache.notify([name]),
                 deduper=deduper,
             )
+        for note in outcome.notes:
+            output.warn(note)
         _report(output, outcome, lines)
 
 
