@@ -14,6 +14,7 @@ import os
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 from ..batchfile import BatchLine
 from ..broker import open_broker
@@ -21,11 +22,17 @@ from ..broker.base import Broker
 from ..config import DEFAULTS, Options, QueueOptions
 from ..enqueue import SendSettings, enqueue, enqueue_batch
 from ..errors import QdoneError, UsageError
-from ..monitor import Snapshot, save, take_snapshot
-from ..worker import Worker
-from ..worker.events import Event, Summary, WorkerSettings
-from ..worker.handler import Handler
+from ..queues import names_for
 from .results import EnqueueBatchResult, batch_lines, batch_result
+
+# The worker and monitor are loaded by the methods that use them: an enqueue
+# (``qdone enqueue`` included) loads neither.
+if TYPE_CHECKING:
+    from ..cache import Cache
+    from ..monitor import Snapshot
+    from ..worker import Worker
+    from ..worker.events import Event, Summary
+    from ..worker.handler import Handler
 
 __all__ = ["Client"]
 
@@ -97,8 +104,9 @@ class Client:
 
     ``broker`` is ``"sqlite"`` (the store in the user data dir, as the command's
     default), ``"sqlite:///path/to/file.db"`` or ``"sqs"``. The keyword options
-    are the command's, with its defaults; ``on_create`` is called with the full
-    name of each queue the client creates. Bad values raise ``UsageError`` or
+    are the command's, with its defaults (``cache_uri``: the fleet's Redis, told of
+    every queue a job is sent to); ``on_create`` is called with the full name of
+    each queue the client creates. Bad values raise ``UsageError`` or
     ``ConfigError`` with the messages ``qdone`` prints. Use it as a context
     manager, or call ``close()``.
     """
@@ -111,6 +119,9 @@ class Client:
         fail_suffix: str = DEFAULTS.fail_suffix,
         region: str | None = None,
         endpoint_url: str | None = None,
+        cache_uri: str | None = None,
+        cache_prefix: str = DEFAULTS.cache_prefix,
+        cache_ttl_seconds: int = DEFAULTS.cache_ttl_seconds,
         on_create: Callable[[str], None] | None = None,
     ) -> None:
         self.options = Options(
@@ -119,11 +130,15 @@ class Client:
             fail_suffix=fail_suffix,
             region=region,
             endpoint_url=endpoint_url,
+            cache_uri=cache_uri or None,
+            cache_prefix=cache_prefix,
+            cache_ttl_seconds=cache_ttl_seconds,
         )
         self._on_create = on_create
         self._workers: list[Worker] = []
         self._closed = False
         self._generation = _Process.generation
+        self._cache = self._open_cache()  # checks the URI; connects on first use
         self._broker = open_broker(self.options)
 
     # -- the broker ---------------------------------------------------------------
@@ -131,6 +146,15 @@ class Client:
     @property
     def broker(self) -> Broker:
         """The broker this process uses (opened again in a child after ``fork``)."""
+        return self._current()
+
+    @property
+    def cache(self) -> Cache | None:
+        """The fleet's Redis cache (``cache_uri``), or None."""
+        self._current()
+        return self._cache
+
+    def _current(self) -> Broker:
         if self._closed:
             raise QdoneError("this qdone.Client is closed")
         if self._generation != _Process.generation:
@@ -139,15 +163,35 @@ class Client:
                     _INHERITED.append(self._broker)
                     self._workers = []
                     self._broker = open_broker(self.options)
+                    self._cache = self._open_cache()
                     self._generation = _Process.generation
         return self._broker
 
+    def _open_cache(self) -> Cache | None:
+        if self.options.cache_uri is None:
+            return None
+        from ..cache import open_cache  # loads redis-py
+
+        options = self.options
+        assert options.cache_uri is not None
+        return open_cache(options.cache_uri, options.cache_prefix, options.cache_ttl_seconds)
+
+    def _on_sent(self) -> Callable[[str], object] | None:
+        cache = self.cache
+        return None if cache is None else lambda name: cache.notify([name])
+
     def close(self) -> None:
-        """Close the broker's connections (in this process)."""
+        """Close the broker's connections (in this process), and the cache's."""
         if not self._closed:
-            broker = self.broker
+            broker, cache = self.broker, self._cache
             self._closed = True
             broker.close()
+            if cache is not None:
+                cache.close()
+
+    def full_name(self, queue: str, *, fifo: bool = False) -> str:
+        """The full name of ``queue`` (``qdone_render``), as events name it."""
+        return names_for(self.options, queue, fifo).main
 
     def __enter__(self) -> Client:
         return self
@@ -208,6 +252,7 @@ class Client:
             command,
             settings,
             on_create=self._on_create,
+            on_sent=self._on_sent(),
         )
         return result.message_id
 
@@ -257,6 +302,7 @@ class Client:
             settings,
             on_create=self._on_create,
             progress=progress,
+            on_sent=self._on_sent(),
         )
         return batch_result(lines, outcome)
 
@@ -289,6 +335,9 @@ class Client:
         threads: returning is success, raising is failure (see ``worker.handler``).
         ``on_event`` gets every event (``JobSucceeded``, ``JobFailed``, ...), from
         the worker's threads, one at a time."""
+        from ..worker import Worker
+        from ..worker.events import WorkerSettings
+
         settings = WorkerSettings(
             queues=_names("queues", queues),
             fifo=fifo,
@@ -322,13 +371,13 @@ class Client:
         jobs finish, send their deletes and return (``qdone worker``'s first
         SIGTERM). Safe from another thread or a signal handler; it does nothing
         when no ``work()`` runs."""
-        self._each_worker(Worker.stop)
+        self._each_worker(lambda worker: worker.stop())
 
     def kill(self) -> None:
         """As ``stop()``, but kill the running shell jobs' process groups and make
         ``work()`` return at once (the second SIGTERM). A handler's thread cannot
         be killed: it runs on, unwaited for."""
-        self._each_worker(Worker.kill)
+        self._each_worker(lambda worker: worker.kill())
 
     def _each_worker(self, action: Callable[[Worker], None]) -> None:
         # On a new thread: a signal handler must not wait for a lock that the code
@@ -348,9 +397,13 @@ class Client:
         """Visible, in-flight and delayed counts of the queues matching ``patterns``
         (names or ``'prefix*'`` wildcards) and of their failed queues: what
         ``qdone monitor`` shows."""
+        from ..monitor import take_snapshot
+
         return take_snapshot(self.broker, self.options, _names("patterns", patterns))
 
     def save_counts(self, snapshot: Snapshot, patterns: str | Sequence[str]) -> int:
         """Publish ``snapshot``'s totals per pattern to CloudWatch (SQS only), as
         ``qdone monitor --save``; how many metrics."""
+        from ..monitor import save
+
         return save(self.broker, snapshot, self.options, _names("patterns", patterns))
