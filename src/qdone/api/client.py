@@ -106,7 +106,8 @@ class Client:
     default), ``"sqlite:///path/to/file.db"`` or ``"sqs"``. The keyword options
     are the command's, with its defaults (``cache_uri``: the fleet's Redis, told of
     every queue a job is sent to); ``on_create`` is called with the full name of
-    each queue the client creates. Bad values raise ``UsageError`` or
+    each queue the client creates. ``reads_only``: the client only reads (counts),
+    and may look at a SQLite store it cannot write. Bad values raise ``UsageError`` or
     ``ConfigError`` with the messages ``qdone`` prints. Use it as a context
     manager, or call ``close()``.
     """
@@ -123,6 +124,7 @@ class Client:
         cache_prefix: str = DEFAULTS.cache_prefix,
         cache_ttl_seconds: int = DEFAULTS.cache_ttl_seconds,
         on_create: Callable[[str], None] | None = None,
+        reads_only: bool = False,
     ) -> None:
         self.options = Options(
             broker=broker,
@@ -135,11 +137,12 @@ class Client:
             cache_ttl_seconds=cache_ttl_seconds,
         )
         self._on_create = on_create
+        self._reads_only = reads_only
         self._workers: list[Worker] = []
         self._closed = False
         self._generation = _Process.generation
         self._cache = self._open_cache()  # checks the URI; connects on first use
-        self._broker = open_broker(self.options)
+        self._broker = open_broker(self.options, reads_only=self._reads_only)
 
     # -- the broker ---------------------------------------------------------------
 
@@ -162,7 +165,7 @@ class Client:
                 if self._generation != _Process.generation:
                     _INHERITED.append(self._broker)
                     self._workers = []
-                    self._broker = open_broker(self.options)
+                    self._broker = open_broker(self.options, reads_only=self._reads_only)
                     self._cache = self._open_cache()
                     self._generation = _Process.generation
         return self._broker

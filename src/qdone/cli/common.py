@@ -15,6 +15,7 @@ from ..config import DEFAULTS, Options, QueueOptions
 from ..errors import UsageError
 
 if TYPE_CHECKING:
+    from ..api import Client
     from ..broker.base import Broker
     from ..cache import Cache
     from ..dedup import Deduper, DedupSettings, DedupStore
@@ -24,6 +25,7 @@ __all__ = [
     "GLOBAL_KEY",
     "cache_for",
     "check_dedup",
+    "client_for",
     "dedup_store",
     "deduper_for",
     "global_options",
@@ -197,6 +199,38 @@ def open_for(options: Options, output: Output, *, reads_only: bool = False) -> I
     finally:
         report_calls(broker, output)
         broker.close()
+
+
+@contextmanager
+def client_for(options: Options, output: Output, *, reads_only: bool = False) -> Iterator[Client]:
+    """The API client for a command: as ``open_for`` (the broker named when verbose,
+    calls reported, always closed), with the queues it creates shown and the
+    cache's warnings forwarded."""
+    from ..api import Client
+
+    if options.cache_uri:
+        from ..log_forward import forward_warnings
+
+        forward_warnings("qdone.cache", output)
+    client = Client(
+        options.broker,
+        prefix=options.prefix,
+        fail_suffix=options.fail_suffix,
+        region=options.region,
+        endpoint_url=options.endpoint_url,
+        cache_uri=options.cache_uri,
+        cache_prefix=options.cache_prefix,
+        cache_ttl_seconds=options.cache_ttl_seconds,
+        on_create=lambda name: output.info(f"Created queue {name}"),
+        reads_only=reads_only,
+    )
+    broker = client.broker
+    output.info(f"Using {broker.describe()}")
+    try:
+        yield client
+    finally:
+        report_calls(broker, output)
+        client.close()
 
 
 @contextmanager

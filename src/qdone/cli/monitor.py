@@ -13,8 +13,8 @@ import click
 
 from ..errors import UsageError
 from ..log import Output
-from ..monitor import NAMESPACE, Snapshot, require_sink, save, take_snapshot, watch
-from .common import global_options, open_for, options_from
+from ..monitor import NAMESPACE, Snapshot, require_sink, watch
+from .common import client_for, global_options, options_from
 
 __all__ = ["CLEAR_SCREEN", "monitor_command", "render_table"]
 
@@ -137,19 +137,19 @@ def monitor_command(ctx: click.Context, /, patterns: tuple[str, ...], **kwargs: 
     as_json = kwargs["as_json"] or not sys.stdout.isatty()
     output = Output(verbose=options.verbose, json_lines=as_json)
     screen = _Screen(output, as_json, clear=not as_json and not kwargs["once"])
-    with open_for(options, output, reads_only=True) as broker:
+    with client_for(options, output, reads_only=True) as client:
         if kwargs["save"]:
-            require_sink(broker)
+            require_sink(client.broker)
 
         def show(snapshot: Snapshot) -> None:
             screen.show(snapshot)
             if kwargs["save"]:
-                n = save(broker, snapshot, options, patterns)
+                n = client.save_counts(snapshot, patterns)
                 output.info(f"Saved {n} metrics to CloudWatch namespace {NAMESPACE}")
 
         try:
             watch(
-                lambda: take_snapshot(broker, options, patterns),
+                lambda: client.counts(patterns),
                 show,
                 interval=kwargs["interval"],
                 once=kwargs["once"],
