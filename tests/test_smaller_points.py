@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -185,3 +186,32 @@ def test_retries_that_an_existing_queue_does_not_have_are_reported(site: Site) -
     assert site.counts("rt") == (3, 0)  # the jobs are enqueued all the same
     same = site.qdone("enqueue", "--retries", "0", "rt", "true")
     assert warnings_of(same.stdout) == []
+
+
+# -- a named queue created after the worker started ----------------------------------
+
+
+def test_a_named_queue_created_after_the_worker_started_is_seen_within_seconds(
+    site: Site, tmp_path: Path
+) -> None:
+    """Named queues that do not exist are looked for again every 5 s (wildcards
+    are listed again every minute)."""
+    mark = tmp_path / "ran"
+    proc = subprocess.Popen(
+        [QDONE, "worker", "-w", site.wait, "late"],
+        env=site.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        assert "does not exist" in proc.stdout.readline() + proc.stdout.readline()
+        site.enqueue("late", f"touch {mark}")
+        end = time.monotonic() + 30  # well under the minute of a wildcard listing
+        while not mark.exists():
+            assert time.monotonic() < end, "the new queue was not seen"
+            time.sleep(0.1)
+    finally:
+        proc.terminate()
+        proc.communicate(timeout=30)

@@ -37,8 +37,15 @@ class Resolution:
     missing: list[tuple[str, str]]  # (as given, full name) of named queues not found
 
 
+#: Seconds before named queues that did not exist are looked for again: a worker
+#: started before its first enqueue sees the queue soon, at one ``GetQueueUrl`` per
+#: missing name each time (wildcards alone wait for the full interval).
+MISSING_INTERVAL = 5.0
+
+
 class QueueResolver:
-    """Resolves the worker's queue arguments; ``due()`` says when to list again."""
+    """Resolves the worker's queue arguments; ``due()`` says when to list again:
+    after ``interval``, or ``MISSING_INTERVAL`` while a named queue is missing."""
 
     def __init__(
         self,
@@ -83,6 +90,8 @@ class QueueResolver:
                 self._add(found, self.broker.get_queue_url(full))
             except QueueNotFound:
                 missing.append((spec, full))
+        if missing:
+            self._next = self._clock() + min(self._interval, MISSING_INTERVAL)
         return Resolution(list(found.values()), missing)
 
     def _wanted(self, name: str) -> bool:
