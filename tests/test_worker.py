@@ -30,7 +30,7 @@ from qdone.worker.events import (
     Summary,
     WorkerSettings,
 )
-from qdone.worker.policy import poll_wait, retry_delay
+from qdone.worker.policy import retry_delay
 
 
 class FakeClock:
@@ -113,14 +113,6 @@ def test_retry_delay_grows_with_jitter_and_caps() -> None:
     assert 7 <= delays[0] <= 13 and 60 <= delays[3] <= 100
     assert retry_delay(10, 30, rng=rng, held_for=100, age=0, retention=1_209_600) <= 43_099
     assert retry_delay(10, 3, rng=rng, held_for=0, age=3_000, retention=3_060) == 0
-
-
-def test_poll_wait_takes_turns_when_slots_are_scarce() -> None:
-    assert poll_wait(20, 1, 1) == 20
-    assert poll_wait(20, 10, 10) == 20
-    assert poll_wait(20, 10, 1) == 2
-    assert poll_wait(20, 100, 1) == 1
-    assert poll_wait(0, 10, 1) == 0
 
 
 def test_acker_extends_doubling_capped_by_cover(store: Broker, clock: FakeClock) -> None:

@@ -388,7 +388,20 @@ def _install_signals(worker: Worker, output: Output) -> None:
     help="Jobs run at once.",
 )
 @click.option(
-    "--active-only", is_flag=True, help="Poll only queues whose approximate counts show messages."
+    "--active-only",
+    is_flag=True,
+    help="Receive only from queues whose approximate counts show messages; every queue's "
+    "counts are read once per --wait-time (one GetQueueAttributes each, never back to back).",
+)
+@click.option(
+    "--idle-check-seconds",
+    "idle_check",
+    type=click.IntRange(1, 3600),
+    default=60,
+    show_default=True,
+    help="With more queues than --concurrency, idle queues are not long-polled but their "
+    "counts read in turn: each at least once per this many seconds (and no more often than "
+    "once per --wait-time), so a new job on any of them starts within about this.",
 )
 @click.option(
     "--drain",

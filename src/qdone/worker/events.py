@@ -46,6 +46,7 @@ class WorkerSettings:
     retry_delay: int = DEFAULTS.retry_delay
     include_failed: bool = False
     include_dead: bool = False
+    idle_check: int = 60  # an idle queue is checked at least once per this (seconds)
     # --------------------------------------------------------------------------
     refresh_interval: float = 60.0  # seconds between listings of wildcards
     grace: float = GRACE  # SIGTERM to SIGKILL at kill-after

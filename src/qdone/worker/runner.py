@@ -33,13 +33,9 @@ from .interrupt import keeps_its_place, send_back, stopped_by_service
 from .policy import Slots, retry_delay
 from .queues import QueueRef
 
-__all__ = ["Follow", "JobFactory", "Runner", "RunningJob", "chains"]
+__all__ = ["JobFactory", "Runner", "RunningJob", "chains"]
 
 STATS = ("ran", "succeeded", "failed", "retried", "archived", "interrupted")
-
-#: Given the queue of a job that ended with its slot kept: the next messages for
-#: that slot and when they were received, or ``[]`` with the slot given back.
-Follow = Callable[[QueueRef], tuple[list[Message], float]]
 
 
 class RunningJob(Protocol):
@@ -113,55 +109,24 @@ class Runner:
         for job in jobs:
             job.kill()
 
-    def run_chain(
-        self,
-        q: QueueRef,
-        chain: list[Message],
-        received_at: float,
-        follow: Follow | None = None,
-    ) -> None:
-        """Run ``chain``; then, while ``follow`` hands over the next messages for the
-        slot its last job held, run those too, on this thread."""
+    def run_chain(self, q: QueueRef, chain: list[Message], received_at: float) -> None:
+        """Run messages in order on this thread; the chain holds one slot, given back
+        at its end. A FIFO message that will be retried holds its group back, so the
+        rest of the group is let go."""
         pending: Pending = []
-        try:
-            while chain:
-                if not self._run_chain(q, chain, received_at, follow is not None, pending):
-                    return
-                assert follow is not None
-                chain, received_at = follow(q)
-        finally:
-            _flush(pending)
-
-    def _run_chain(
-        self,
-        q: QueueRef,
-        chain: list[Message],
-        received_at: float,
-        keep: bool,
-        pending: Pending,
-    ) -> bool:
-        """Run messages in order, each holding one slot; a FIFO message that will be
-        retried holds its group back, so the rest of the group is let go. ``keep``:
-        the last slot is not released when every message ran; True when so kept."""
         done = 0
-        kept = False
         try:
             for m in chain:
                 retried = self._run_message(q, m, received_at, pending)
                 done += 1
                 if retried or self.killed.is_set():
-                    self._slots.release(1)
                     break
-                if done == len(chain) and keep:
-                    kept = True
-                else:
-                    self._slots.release(1)
         finally:
             for m in chain[done:]:
                 self._acker.change(m, 0)
-            self._slots.release(len(chain) - done)
+            _flush(pending)
+            self._slots.release(1)
             self._on_activity()
-        return kept
 
     def _run_message(self, q: QueueRef, m: Message, received_at: float, pending: Pending) -> bool:
         """Run (or archive) one message; True when it holds its FIFO group back

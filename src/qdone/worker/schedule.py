@@ -1,0 +1,326 @@
+"""Which queue a worker polls next, and how: the polling policy, without threads.
+
+A queue is *known* to hold work when its counts showed messages, a wake-up
+named it, or its last receive returned some; *hot* for ``hot_window`` seconds
+after a receive returned messages. Receives need job slots (a receive is an
+attempt on qdone's layout), so they go, in turn, to known queues first, then hot
+ones, then (when every queue can long-poll at once: ``n <= concurrency`` and
+not ``--active-only``) to the idle ones. A queue's turn comes after every other
+waiting queue of its class: never back to the queue that just polled.
+
+A receive waits the full ``wait_time`` only if, after it, every queue without a
+receive in flight could still get a slot; otherwise at most ``short_wait`` (1 s,
+still a long poll on SQS), so no slot is held for long by an empty queue.
+
+Idle queues that are not long-polled are *checked*: their approximate counts,
+which consume nothing and need no slot, once per ``check_period``. Each queue's
+checks fall at fixed phases of wall-clock time (from a hash of its url), so that
+workers sharing a cache of counts check a queue at about the same moment and
+the first one's answer serves the others; ``jitter`` orders the workers.
+
+Draining, a queue counts as empty once, after the last job ended (``epoch``), a
+receive found it empty or its counts showed nothing visible; a queue whose
+counts show delayed messages is checked again every second until they show.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import zlib
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from ..broker.base import MAX_BATCH
+from .events import WorkerSettings
+from .queues import QueueRef
+
+__all__ = ["Pick", "Schedule", "check_period"]
+
+KNOWN, HOT, IDLE = 0, 1, 2  # classes of receivable queues, served in this order
+SHORT_WAIT = 1  # s: a receive that could keep another queue from a slot waits no longer
+SQS_DRAIN_WAIT, SQLITE_DRAIN_WAIT = 1, 0  # draining: the longest receive wait
+JITTER = 2.0  # s: the most a worker's checks come after a queue's phase
+MAX_PAUSE = 30.0  # s: the longest backoff after failed receives
+
+
+def check_period(*, queues: int, wait_time: int, idle_check: int, active_only: bool) -> float:
+    """Seconds between two checks of an idle queue: ``--wait-time`` with
+    ``--active-only``; otherwise about one check a second across all queues, but
+    never more often than once per ``--wait-time`` nor less than once per
+    ``--idle-check`` (so a queue never costs more than a long-polled one)."""
+    if active_only:
+        return float(max(1, wait_time))
+    return float(max(1, wait_time, min(idle_check, queues)))
+
+
+@dataclass(frozen=True)
+class Pick:
+    """A receive to make: ``n`` slots are reserved for it."""
+
+    queue: QueueRef
+    n: int
+    wait: int
+    known: bool
+
+
+@dataclass
+class _State:
+    ref: QueueRef
+    phase: float
+    inflight: bool = False
+    checking: bool = False
+    known: bool = False
+    hot_until: float = 0.0
+    next_check: float = 0.0
+    turn: int = 0
+    empty_epoch: int = -1  # draining: the epoch at which it was last seen empty
+    empty_at: float = 0.0
+    paused_until: float = 0.0  # a receive failed: not polled again before
+    pause: float = 0.0  # the last backoff
+    failing: bool = False  # the last receive failed
+    delayed: bool = False  # draining: its counts showed delayed messages
+
+
+class Schedule:
+    """The polling state of every queue; not thread-safe (the worker locks it)."""
+
+    def __init__(
+        self,
+        *,
+        concurrency: int,
+        wait_time: int,
+        idle_check: int,
+        active_only: bool,
+        drain: bool,
+        short_wait: int,
+        drain_wait: int,
+        jitter: float = 0.0,
+    ) -> None:
+        self.concurrency = concurrency
+        self.wait_time = wait_time
+        self.idle_check = idle_check
+        self.active_only = active_only
+        self.drain = drain
+        self.short_wait = short_wait
+        self.drain_wait = drain_wait
+        self.jitter = jitter
+        self.hot_window = 0.0 if active_only or drain else float(max(1, wait_time))
+        self.epoch = 0
+        self._queues: dict[str, _State] = {}
+        self._turns = 0
+
+    @classmethod
+    def for_worker(cls, settings: WorkerSettings, *, sqs: bool, rng: random.Random) -> Schedule:
+        return cls(
+            concurrency=settings.concurrency,
+            wait_time=settings.wait_time,
+            idle_check=settings.idle_check,
+            active_only=settings.active_only,
+            drain=settings.drain,
+            short_wait=SHORT_WAIT,
+            drain_wait=SQS_DRAIN_WAIT if sqs else SQLITE_DRAIN_WAIT,
+            jitter=rng.uniform(0.0, JITTER),
+        )
+
+    # -- the queues ------------------------------------------------------------------
+
+    def set_queues(self, refs: Iterable[QueueRef], now: float) -> bool:
+        """Poll these queues from now on; whether they changed."""
+        old, self._queues = self._queues, {}
+        for ref in refs:
+            state = old.get(ref.url) or _State(ref, _phase(ref.url))
+            state.ref = ref
+            self._queues[ref.url] = state
+        for state in self._queues.values():
+            if state.next_check == 0.0:
+                state.next_check = self._next_slot(state, now)
+        return old.keys() != self._queues.keys()
+
+    def refs(self) -> list[QueueRef]:
+        return [s.ref for s in self._queues.values()]
+
+    def __len__(self) -> int:
+        return len(self._queues)
+
+    def longpoll_all(self) -> bool:
+        """Every queue may be long-polled at once: idle queues are not checked."""
+        return not self.active_only and len(self._queues) <= self.concurrency
+
+    def period(self) -> float:
+        return check_period(
+            queues=len(self._queues),
+            wait_time=self.wait_time,
+            idle_check=self.idle_check,
+            active_only=self.active_only,
+        )
+
+    # -- receives --------------------------------------------------------------------
+
+    def pick(self, free: int, now: float, running: int, fill: int = 0) -> Pick | None:
+        """The next receive to make with ``free`` slots, or None; it is in flight.
+        ``fill``: if the next queue is known to hold work, wait for as many free slots
+        (None) so the receive fills a batch."""
+        if free <= 0:
+            return None
+        best: tuple[int, int, _State] | None = None
+        waiting = 0
+        for state in self._queues.values():
+            if state.inflight:
+                continue
+            waiting += 1
+            cls = self._class(state, now, running)
+            if cls is not None and (best is None or (cls, state.turn) < best[:2]):
+                best = (cls, state.turn, state)
+        if best is None:
+            return None
+        cls, _, state = best
+        if cls == KNOWN and free < fill:
+            return None
+        n = min(MAX_BATCH, free) if cls == KNOWN else 1
+        wait = self.wait_time if free - n >= waiting - 1 else min(self.short_wait, self.wait_time)
+        if self.drain:
+            wait = min(wait, self.drain_wait)
+        self._turns += 1
+        state.turn = self._turns
+        state.inflight = True
+        return Pick(state.ref, n, wait, cls == KNOWN)
+
+    def _class(self, state: _State, now: float, running: int) -> int | None:
+        if now < state.paused_until:
+            return None
+        if state.known:
+            return KNOWN
+        if now < state.hot_until:
+            return HOT
+        if not self.longpoll_all():
+            return None
+        if self.drain and not self._needs_confirming(state, now, running):
+            return None
+        return IDLE
+
+    def received(self, url: str, got: int, now: float, epoch: int, empty: bool = True) -> None:
+        """A receive of ``url`` begun at ``epoch`` returned ``got`` messages; if none,
+        draining, the queue was seen empty unless ``empty`` is False (its counts will
+        say)."""
+        state = self._queues.get(url)
+        if state is None:
+            return
+        state.inflight = False
+        state.known = got > 0
+        state.failing = False
+        if got:
+            state.hot_until = now + self.hot_window
+        elif self.drain:
+            if empty:
+                self._seen_empty(state, epoch, now)
+        else:
+            state.next_check = max(state.next_check, self._next_slot(state, now))
+
+    def failed(self, url: str, now: float) -> float:
+        """A receive of ``url`` failed: no receive nor check of it for a backoff,
+        doubled at each failure in a row; returns it."""
+        state = self._queues.get(url)
+        if state is None:
+            return 0.0
+        state.pause = min(max(1.0, state.pause * 2), MAX_PAUSE) if state.failing else 1.0
+        state.failing = True
+        state.inflight = False
+        state.paused_until = now + state.pause
+        state.known = False
+        state.next_check = max(state.next_check, state.paused_until)
+        return state.pause
+
+    def mark_inflight(self, url: str) -> None:
+        """A receive of ``url`` was begun outside ``pick`` (a synchronous round)."""
+        state = self._queues.get(url)
+        if state is not None:
+            state.inflight = True
+
+    # -- checks ----------------------------------------------------------------------
+
+    def due_checks(self, now: float, running: int, limit: int) -> list[QueueRef]:
+        """Queues whose counts are to be read now (taken: ``checked`` gives them back)."""
+        due: list[QueueRef] = []
+        for state in self._queues.values():
+            if len(due) >= limit:
+                break
+            if state.checking or state.inflight or state.known:
+                continue
+            if self._check_due(state, now, running):
+                state.checking = True
+                due.append(state.ref)
+        return due
+
+    def _check_due(self, state: _State, now: float, running: int) -> bool:
+        if self.drain and (state.delayed or not self.longpoll_all()):
+            if state.delayed:
+                return now >= state.next_check
+            return self._needs_confirming(state, now, running)
+        if self.longpoll_all() or now < state.hot_until:
+            return False
+        return now >= state.next_check
+
+    def checked(self, url: str, visible: int, delayed: int, now: float, epoch: int) -> None:
+        """Counts of ``url`` read (begun at ``epoch``); -1: the check failed."""
+        state = self._queues.get(url)
+        if state is None:
+            return
+        state.checking = False
+        state.next_check = self._next_slot(state, now)
+        if visible > 0:
+            state.known = True
+        state.delayed = self.drain and delayed > 0
+        if state.delayed:
+            state.next_check = now + 1.0
+        elif self.drain and visible == 0 and delayed == 0:
+            self._seen_empty(state, epoch, now)
+
+    def wake(self, url: str) -> bool:
+        """A wake-up: ``url`` just got work. False if not one of the queues."""
+        state = self._queues.get(url)
+        if state is None:
+            return False
+        state.known = True
+        return True
+
+    def next_check_at(self) -> float:
+        """When the next check comes due (``math.inf``: none)."""
+        times = [
+            s.next_check for s in self._queues.values() if not (s.checking or s.inflight or s.known)
+        ]
+        return min(times, default=math.inf)
+
+    def _next_slot(self, state: _State, now: float) -> float:
+        """The first of the queue's check times after ``now``."""
+        period = self.period()
+        offset = state.phase * period + min(self.jitter, period / 4)
+        k = math.floor((now - offset) / period) + 1
+        return k * period + offset
+
+    # -- draining --------------------------------------------------------------------
+
+    def _needs_confirming(self, state: _State, now: float, running: int) -> bool:
+        """Draining: whether ``state`` must be seen empty again. After a job ended it
+        must; while jobs still run, no more often than once per wait time."""
+        if state.empty_epoch < 0:
+            return True
+        if state.empty_epoch == self.epoch:
+            return False
+        return running == 0 or now - state.empty_at >= max(1, self.wait_time)
+
+    def _seen_empty(self, state: _State, epoch: int, now: float) -> None:
+        state.empty_epoch = epoch
+        state.empty_at = now
+
+    def all_empty(self) -> bool:
+        """Draining: every queue seen empty since the last job ended."""
+        return all(
+            s.empty_epoch == self.epoch and not s.delayed and not s.known
+            for s in self._queues.values()
+        )
+
+
+def _phase(url: str) -> float:
+    """A queue's fixed phase within the check period, in [0, 1)."""
+    return (zlib.crc32(url.encode()) & 0xFFFFFFFF) / 2**32
