@@ -3,13 +3,24 @@
 
 from __future__ import annotations
 
+import errno
+import itertools
 import os
+import resource
 import signal
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
+
+from qdone.broker.base import SendEntry
+from qdone.broker.sqlite import SqliteBroker
+from qdone.config import Options, QueueOptions
+from qdone.job import Job
+from qdone.queues import ensure_queue
+from qdone.worker import Worker
+from qdone.worker.events import JobNotStarted, JobSucceeded, WorkerSettings
 
 from .test_worker_cli import enqueue, events, queue_counts, start, wait_for
 
@@ -78,3 +89,61 @@ def test_archive_to_a_full_device_deletes_nothing(env: dict[str, str]) -> None:
     # with no attempt left it moves to the failed queue, body intact.
     main, failed = sum(queue_counts(env, "qdone_q")), sum(queue_counts(env, "qdone_q_failed"))
     assert (main, failed) in ((5, 0), (4, 1)), (main, failed)
+
+
+def test_a_job_that_cannot_start_goes_back_without_using_an_attempt(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Out of open files at one start: not the job's fault. The message comes back
+    as a fresh copy (no attempt used), the worker runs fewer jobs at once, says so
+    once, and every job runs; none reaches the failed queue."""
+    broker = SqliteBroker(tmp_path / "s.db")
+    options = Options()
+    url = ensure_queue(broker, options, QueueOptions(), "q").url
+    for n in range(3):
+        broker.send(url, SendEntry("0", f"sleep 0.3; echo {n}"))
+    starts = itertools.count(1)
+    real_start = Job.start
+
+    def start(job: Job) -> None:
+        if next(starts) == 2:
+            raise OSError(errno.EMFILE, "Too many open files")
+        real_start(job)
+
+    monkeypatch.setattr(Job, "start", start)
+    seen: list[object] = []
+    settings = WorkerSettings(queues=("q",), concurrency=3, drain=True)
+    summary = Worker(broker, options, settings, on_event=seen.append).run()
+    not_started = [e for e in seen if isinstance(e, JobNotStarted)]
+    assert len(not_started) == 1 and not_started[0].sent_back_as is not None
+    assert 1 <= not_started[0].concurrency < 3
+    assert (summary.succeeded, summary.failed) == (3, 0)
+    failed_url = broker.get_queue_url("qdone_q_failed")
+    assert broker.get_queue_attributes(failed_url)["ApproximateNumberOfMessages"] == "0"
+    attempts = [e.attempt for e in seen if isinstance(e, JobSucceeded)]
+    assert attempts == [1, 1, 1]  # the copy ran as a first attempt
+    broker.close()
+
+
+def test_worker_under_a_low_open_files_limit_runs_every_job(env: dict[str, str]) -> None:
+    """``ulimit -n 1024`` (soft and hard) and ``-c 600``: the worker runs at most what
+    fits, says so, and every job runs; none lands in the failed queue."""
+    lines = "".join(f"q sleep 2; echo {n}\n" for n in range(600))
+    batch = subprocess.run(
+        ["qdone", "enqueue-batch", "-"], input=lines, env=env, capture_output=True, text=True
+    )
+    assert batch.returncode == 0, batch.stderr
+
+    def low_limit() -> None:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (1024, 1024))
+
+    result = subprocess.run(
+        ["qdone", "worker", "q", "--drain", "-c", "600"],
+        env=env, capture_output=True, text=True, timeout=120, check=False,
+        preexec_fn=low_limit,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    warnings = [e["message"] for e in events(result.stdout) if e["event"] == "WARNING"]
+    assert any("the limit of open files (ulimit -n) is 1024" in w for w in warnings), warnings
+    assert "Ran 600 jobs: 600 succeeded, 0 failed" in result.stderr
+    assert sum(queue_counts(env, "qdone_q_failed")) == 0

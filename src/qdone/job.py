@@ -363,11 +363,18 @@ def _inherited_fds() -> tuple[int, ...]:
     except OSError:
         return ()
     fds = []
+    # posix_spawn refuses a file action on a descriptor at or above the limit of open
+    # files (EBADF, for every job): such a one is made close-on-exec here instead.
+    limit = os.sysconf("SC_OPEN_MAX")
     for name in names:
         fd = int(name)
         if fd > 2:
             with contextlib.suppress(OSError):  # e.g. listdir's own descriptor, gone
-                if os.get_inheritable(fd):
+                if not os.get_inheritable(fd):
+                    continue
+                if fd >= limit:
+                    os.set_inheritable(fd, False)
+                else:
                     fds.append(fd)
     return tuple(fds)
 

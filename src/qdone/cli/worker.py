@@ -72,6 +72,7 @@ from ..worker.events import (
     JobArchived,
     JobFailed,
     JobInterrupted,
+    JobNotStarted,
     JobOverdue,
     JobRetry,
     JobStarted,
@@ -84,6 +85,7 @@ from ..worker.events import (
 )
 from .archive import ArchiveWriter
 from .common import cache_for, dedup_store, global_options, open_for, options_from
+from .limits import concurrency_within, open_files_shortfall
 
 if TYPE_CHECKING:
     from ..broker.base import Broker
@@ -149,6 +151,22 @@ class WorkerView:
     def _on_BrokerTrouble(self, e: BrokerTrouble) -> None:
         where = f"{e.queue}: " if e.queue else ""
         self.out.warn(f"{where}{e.message}")
+
+    def _on_JobNotStarted(self, e: JobNotStarted) -> None:
+        back = (
+            f"sent back as job {e.sent_back_as}, no attempt used"
+            if e.sent_back_as
+            else "made visible again (no copy could be sent: this uses an attempt)"
+        )
+        then = (
+            f"from now on at most {e.concurrency} jobs run at once"
+            if e.concurrency
+            else "no job runs to make room: the worker stops"
+        )
+        self.out.warn(
+            f"job {e.job} on {e.queue} could not start ({e.error}), which is no failure of "
+            f"the job: {back}; {then}"
+        )
 
     def _on_JobStarted(self, e: JobStarted) -> None:
         attempt = f" (attempt {e.attempt})" if e.attempt > 1 else ""
@@ -485,6 +503,15 @@ def worker_command(ctx: click.Context, /, queues: tuple[str, ...], **kw: Any) ->
         json_lines=not settings.archive and not _stderr_tty(),
         keep_going=True,  # a report that cannot be written changes no job
     )
+    short = open_files_shortfall(settings.concurrency)
+    if short is not None:
+        fits = concurrency_within(short[0])
+        output.warn(
+            f"the limit of open files (ulimit -n) is {short[0]}; -c {settings.concurrency} "
+            f"needs about {short[1]}: running at most {fits} jobs at once (a job that "
+            "still cannot start goes back, no attempt used, and fewer run)"
+        )
+        settings = dataclasses.replace(settings, concurrency=fits)
     with cache_for(options, output) as cache, open_for(options, output) as broker:
         view = WorkerView(output, settings.kill_after, settings.concurrency)
         claims = _run_claims(options, output, broker, cache, dedup_period, dedup_stats)

@@ -15,6 +15,7 @@ __all__ = [
     "JobArchived",
     "JobFailed",
     "JobInterrupted",
+    "JobNotStarted",
     "JobOverdue",
     "JobRetry",
     "JobStarted",
@@ -137,6 +138,21 @@ class JobInterrupted:
 
 
 @dataclass(frozen=True)
+class JobNotStarted:
+    """The worker could not start a job (out of open files, processes or memory):
+    not the job's fault. Its message went back without using an attempt
+    (``sent_back_as``: its copy's id, or None when it was made visible again), and
+    the worker runs at most ``concurrency`` jobs at once from now on (0: it stops,
+    since no job could start with none running)."""
+
+    queue: str
+    job: str
+    error: str
+    sent_back_as: str | None
+    concurrency: int
+
+
+@dataclass(frozen=True)
 class JobOverdue:
     """A Python handler still runs at ``kill_after``: a thread cannot be killed, so it
     runs on, its message is no longer kept hidden, and it will count as failed."""
@@ -208,6 +224,7 @@ Event = (
     | JobSucceeded
     | JobFailed
     | JobInterrupted
+    | JobNotStarted
     | JobOverdue
     | JobRetry
     | JobArchived

@@ -25,6 +25,13 @@ class Slots:
         self.polling = 0
         self.cond = threading.Condition(threading.RLock())
 
+    def lower(self, total: int) -> int:
+        """Hold at most ``total`` slots from now on (at least 1, never more than
+        before): jobs could not start with more. The new total."""
+        with self.cond:
+            self.total = max(1, min(self.total, total))
+            return self.total
+
     def free(self) -> int:
         with self.cond:
             return self.total - self.used

@@ -3,6 +3,7 @@ then a delete, a retry after a backoff, or a hand-over to the redrive."""
 
 from __future__ import annotations
 
+import errno
 import itertools
 import random
 import threading
@@ -24,6 +25,7 @@ from .events import (
     JobArchived,
     JobFailed,
     JobInterrupted,
+    JobNotStarted,
     JobRetry,
     JobStarted,
     JobSucceeded,
@@ -34,6 +36,17 @@ from .policy import Slots, retry_delay
 from .queues import QueueRef
 
 __all__ = ["JobFactory", "Runner", "RunningJob", "chains"]
+
+# Starting a job failed for want of the worker's resources, not through the job.
+_NO_RESOURCES = frozenset({errno.EMFILE, errno.ENFILE, errno.EAGAIN, errno.ENOMEM})
+# With no job running, a job that cannot start is tried this often, this far apart
+# (in seconds), before the worker stops.
+NOT_STARTED_TRIES, NOT_STARTED_PAUSE = 3, 1.0
+
+
+class _NotStarted(Exception):
+    """A job the worker could not start for want of resources (see ``_NO_RESOURCES``)."""
+
 
 STATS = ("ran", "succeeded", "failed", "retried", "archived", "interrupted")
 
@@ -76,6 +89,7 @@ class Runner:
         self.settings = settings
         self._archive_to = archive_to  # writes a command, raising OSError when it cannot
         self._on_stop = on_stop
+        self._stuck = 0  # jobs in a row that could not start with none running
         self._new_job = new_job
         self._claims = claims
         self._acker = acker
@@ -139,7 +153,11 @@ class Runner:
                 self._emit(DuplicateSkipped(q.name, m.message_id, m.body, m.attributes[ATTRIBUTE]))
                 self._acker.delete(m)
                 return False
-            result = self._execute(q, m, pending)
+            try:
+                result = self._execute(q, m, pending)
+            except _NotStarted as exc:
+                self._not_started(q, m, str(exc.__cause__))
+                return False
             if result.ok:
                 pending.append(lambda: self._succeeded(q, m, result))
                 return False
@@ -191,8 +209,11 @@ class Runner:
             job.start()
         except OSError as exc:
             _flush(pending)
+            if exc.errno in _NO_RESOURCES:
+                raise _NotStarted from exc
             self._emit(started)
             return JobResult(None, None, "", "", time.monotonic() - start, error=str(exc))
+        self._stuck = 0
         if isinstance(job, Job):  # a handler has no process to keep
             self._keeper.add(job)
         with self._lock:
@@ -217,6 +238,14 @@ class Runner:
         for another worker, without using an attempt where it can (see
         ``worker/interrupt.py``). If the copy cannot be sent, the message is made
         visible again."""
+        copy = self._send_back(q, m)
+        self._count("interrupted")
+        self._emit(JobInterrupted(q.name, m.message_id, m.body, m.receive_count, result, copy))
+
+    def _send_back(self, q: QueueRef, m: Message) -> str | None:
+        """Give ``m`` back without using an attempt where it can: a fresh copy, then
+        the delete of ``m`` (see ``worker/interrupt.py``). If the copy cannot be
+        sent, ``m`` is made visible again. The copy's message id, or None."""
         if self._claims is not None:
             self._claims.finish(m, succeeded=False)  # the copy, or its next receive, runs
         copy: str | None = None
@@ -229,8 +258,29 @@ class Runner:
             self._acker.change(m, 0)
         else:
             self._acker.delete(m, urgent=True)
-        self._count("interrupted")
-        self._emit(JobInterrupted(q.name, m.message_id, m.body, m.receive_count, result, copy))
+        return copy
+
+    def _not_started(self, q: QueueRef, m: Message, error: str) -> None:
+        """The worker could not start the job of ``m``: not the job's fault. The
+        message goes back, and the worker runs no more jobs at once than run now
+        (reported once per lowering); with none running, no job can start: it stops."""
+        copy = self._send_back(q, m)
+        running = self._slots.running() - 1  # this message's slot is still held
+        before = self._slots.total
+        if running >= 1:
+            if self._slots.lower(running) < before:
+                self._emit(JobNotStarted(q.name, m.message_id, error, copy, self._slots.total))
+            return
+        # Nothing runs that could make room: wait a little (holding the slot), and
+        # after a few such tries stop, since no job can start.
+        self._stuck += 1
+        if self._stuck >= NOT_STARTED_TRIES:
+            self._on_stop()
+            self._emit(JobNotStarted(q.name, m.message_id, error, copy, 0))
+            return
+        if self._slots.lower(1) < before:
+            self._emit(JobNotStarted(q.name, m.message_id, error, copy, 1))
+        self.killed.wait(NOT_STARTED_PAUSE)
 
     def _shell_job(self, q: QueueRef, m: Message) -> Job:
         env = {
