@@ -515,7 +515,15 @@ def worker_command(ctx: click.Context, /, queues: tuple[str, ...], **kw: Any) ->
     with cache_for(options, output) as cache, open_for(options, output) as broker:
         view = WorkerView(output, settings.kill_after, settings.concurrency)
         claims = _run_claims(options, output, broker, cache, dedup_period, dedup_stats)
-        worker = Worker(broker, options, settings, on_event=view, archive_to=archive, claims=claims)
+        worker = Worker(
+            broker,
+            options,
+            settings,
+            on_event=view,
+            archive_to=archive,
+            claims=claims,
+            **_fleet(cache, broker),
+        )
         _install_signals(worker, output)
         summary = worker.run()
     if archive is not None:
@@ -524,6 +532,16 @@ def worker_command(ctx: click.Context, /, queues: tuple[str, ...], **kw: Any) ->
         raise SystemExit(int(ExitCode.INTERRUPTED))
     if settings.drain and summary.failed > summary.retried:  # some failed for good
         raise SystemExit(int(ExitCode.FAILURE))
+
+
+def _fleet(cache: Cache | None, broker: Broker) -> dict[str, Any]:
+    """With --cache-uri: queue checks shared through the fleet's Redis, and wake-ups
+    from producers (both fail-soft: with Redis down, as without them)."""
+    if cache is None:
+        return {}
+    from ..worker.checks import CachedCounts, CacheWakes
+
+    return {"counts": CachedCounts(cache, broker), "wakes": CacheWakes(cache)}
 
 
 def _run_claims(

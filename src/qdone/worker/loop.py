@@ -115,7 +115,8 @@ class Worker:
         self._watcher = Watcher(
             self._schedule,
             self._slots,
-            counts or BrokerCounts(broker),
+            # Draining decides on fresh counts: a shared one may predate a send.
+            counts if counts is not None and not settings.drain else BrokerCounts(broker),
             emit=self._emit,
             clock=clock,
             stopping=self._stopping,
