@@ -5,9 +5,11 @@ write (and so every claim of messages) runs in ``BEGIN IMMEDIATE``, and each thr
 has its own connection. Time comes from the injected ``clock``, so visibility,
 delays, the FIFO dedup window and retention can be tested without sleeping.
 
-This module holds the broker and its public calls; the work is in ``sqlite_schema``
+This module holds the broker and its public calls; the work is in
+``sqlite_connections`` (opening the file, a connection per thread), ``sqlite_schema``
 (the file), ``sqlite_rules`` (SQS's rules), ``sqlite_queues`` (the queues table),
-``sqlite_send`` (sending) and ``sqlite_receive`` (receiving, delete, visibility).
+``sqlite_send`` (sending), ``sqlite_receive`` (receiving, delete, visibility) and
+``sqlite_move`` (reading and moving without receiving).
 """
 
 from __future__ import annotations
@@ -15,7 +17,6 @@ from __future__ import annotations
 import functools
 import json
 import sqlite3
-import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
@@ -41,6 +42,7 @@ from .base import (
     SendResult,
     StoredMessage,
 )
+from .sqlite_connections import Connections
 
 if TYPE_CHECKING:
     from .sqlite_dedup import SqliteDedup
@@ -89,73 +91,25 @@ class SqliteBroker(Broker):
         super().__init__()
         self.path = Path(path)
         self._clock = clock or time.time
-        self._local = threading.local()
-        self._lock = threading.Lock()
-        self._writers = threading.RLock()  # see schema.transaction
-        self._connections: list[schema.Connection] = []
+        self._store = Connections(self.path, reads_only=reads_only)
         self._urls: dict[str, str] = {}
         self._new_ids = schema.MessageIds()
-        self._opened = False
-        self._reads_only = reads_only
-        self._read_only = False  # opened read-only: this process cannot write it
-        self._json_each = False
         if not defer:
-            self._open()
+            self._store.open()
 
     # -- connections and lookups ------------------------------------------------
 
-    def _open(self) -> None:
-        """Create (or check) the store, once."""
-        with self._lock:
-            if self._opened:
-                return
-            schema.create_file(self.path)
-            conn: schema.Connection | None = None
-            try:
-                conn = schema.connect(self.path, self._writers)
-                schema.init_store(conn, self.path)
-                self._json_each = sending.has_json_each(conn)
-            except (sqlite3.Error, BrokerError) as exc:
-                if conn is not None:
-                    conn.close()
-                if isinstance(exc, sqlite3.Error):
-                    conn = self._open_read_only(exc)
-                else:
-                    raise
-            self._connections.append(conn)
-            self._local.conn = conn
-            self._opened = True
-
-    def _open_read_only(self, exc: sqlite3.Error) -> schema.Connection:
-        """The store could not be opened for writing: open it read-only if it is a
-        qdone store that can be read, else raise the error of the first try. A
-        command that writes then fails on its first write ("cannot write")."""
-        text = str(exc)
-        cannot_write = "readonly" in text or "unable to open" in text
-        if not (self._reads_only and cannot_write and self.path.is_file()):
-            raise schema.mapped_error(exc, self.path) from exc
-        try:
-            conn = schema.connect_read_only(self.path)
-        except sqlite3.Error:
-            raise schema.mapped_error(exc, self.path) from exc
-        self._read_only = True
-        self._json_each = sending.has_json_each(conn)
-        return conn
-
     def _conn(self) -> schema.Connection:
-        conn: schema.Connection | None = getattr(self._local, "conn", None)
-        if conn is None:
-            if not self._opened:
-                self._open()
-                return self._conn()
-            if self._read_only:
-                conn = schema.connect_read_only(self.path)
-            else:
-                conn = schema.connect(self.path, self._writers)
-            with self._lock:
-                self._connections.append(conn)
-            self._local.conn = conn
-        return conn
+        return self._store.get()
+
+    @property
+    def _json_each(self) -> bool:
+        """Whether this SQLite has ``json_each`` (a plain send is one statement)."""
+        return self._store.json_each
+
+    @_json_each.setter
+    def _json_each(self, value: bool) -> None:
+        self._store.json_each = value
 
     def _count(self, action: str, n: int = 1) -> None:
         self.calls.count(self.service, action, n)
@@ -269,8 +223,7 @@ class SqliteBroker(Broker):
         self._count("DeleteQueue")
         with schema.transaction(self._conn()) as conn:
             queue = self._queue(conn, url)
-            for table in ("messages", "dedup", "queues"):
-                conn.execute(f"delete from {table} where qid = ?", (queue.qid,))
+            queues.delete(conn, queue)
         self._urls.pop(queue.name, None)
 
     @_edge
@@ -278,23 +231,9 @@ class SqliteBroker(Broker):
         """Check and delete in one transaction: a message sent before it is seen (and
         the queue kept), one sent after it finds the queue gone (and is refused)."""
         self._count("DeleteQueueIfEmpty")
-        done = EmptyDelete()
+        names = [self.queue_name(url) for url in urls]
         with schema.transaction(self._conn()) as conn:
-            found: list[queues.QueueRow] = []
-            for url in urls:
-                try:
-                    found.append(self._queue(conn, url))
-                except QueueNotFound:
-                    done.gone.append(self.queue_name(url))
-            now = self._clock()
-            for queue in found:
-                if any(int(n) for n in queues.counts(conn, queue, now).values()):
-                    done.busy = queue.name
-                    return done
-            for queue in found:
-                for table in ("messages", "dedup", "queues"):
-                    conn.execute(f"delete from {table} where qid = ?", (queue.qid,))
-                done.deleted.append(queue.name)
+            done = queues.delete_if_empty(conn, names, self._clock)
         for name in done.deleted:
             self._urls.pop(name, None)
         return done
@@ -440,8 +379,4 @@ class SqliteBroker(Broker):
         return SqliteDedup(self._conn, self.path, self._clock)
 
     def close(self) -> None:
-        with self._lock:
-            connections, self._connections = self._connections, []
-        for conn in connections:
-            conn.close()
-        self._local = threading.local()
+        self._store.close()

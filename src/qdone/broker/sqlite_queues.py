@@ -9,18 +9,21 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import NamedTuple
 
 from ..errors import BrokerError, QueueNotFound
 from . import sqlite_rules as rules
 from . import sqlite_schema as schema
+from .base import EmptyDelete
 
 __all__ = [
     "ACTIVE_STEP",
     "QueueRow",
     "check_dead_letter",
     "counts",
+    "delete",
+    "delete_if_empty",
     "find",
     "insert",
     "qid",
@@ -124,6 +127,36 @@ def check_dead_letter(conn: sqlite3.Connection, name: str, attributes: Mapping[s
 def save_tags(conn: sqlite3.Connection, queue: QueueRow, tags: Mapping[str, str]) -> None:
     merged = json.dumps({**json.loads(queue.tags), **tags})
     conn.execute("update queues set tags = ? where qid = ?", (merged, queue.qid))
+
+
+def delete(conn: sqlite3.Connection, queue: QueueRow) -> None:
+    """The queue, its messages and its FIFO dedup records; in the caller's transaction."""
+    for table in ("messages", "dedup", "queues"):
+        conn.execute(f"delete from {table} where qid = ?", (queue.qid,))
+
+
+def delete_if_empty(
+    conn: sqlite3.Connection, names: Sequence[str], clock: Callable[[], float]
+) -> EmptyDelete:
+    """Delete the queues ``names`` if none holds a message, in the caller's transaction:
+    a message sent before it is seen (and the queues kept), one sent after it finds
+    the queue gone (and is refused)."""
+    done = EmptyDelete()
+    found: list[QueueRow] = []
+    for name in names:
+        try:
+            found.append(find(conn, name))
+        except QueueNotFound:
+            done.gone.append(name)
+    now = clock()
+    for queue in found:
+        if any(int(n) for n in counts(conn, queue, now).values()):
+            done.busy = queue.name
+            return done
+    for queue in found:
+        delete(conn, queue)
+        done.deleted.append(queue.name)
+    return done
 
 
 def counts(conn: sqlite3.Connection, queue: QueueRow, now: float) -> dict[str, str]:
