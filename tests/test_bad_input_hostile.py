@@ -241,3 +241,25 @@ def test_batch_from_dev_zero_stays_small(tmp_path: Path) -> None:
         "holds at most 1,048,576); reading stopped there"
     ]
     assert result.returncode == USAGE
+
+
+@pytest.mark.parametrize(
+    "args",
+    [("worker", "q", "--drain"), ("monitor", "q", "--once"), ("idle-queues", "q"), ("check", "q")],
+    ids=lambda a: a[0],
+)
+def test_a_damaged_store_is_exit_3_with_one_line(tmp_path: Path, args: tuple[str, ...]) -> None:
+    """A store whose pages were overwritten: 'damaged', exit 3, as a file that is
+    not a store is (the README's table), never 'failed', exit 1."""
+    path = tmp_path / "s.db"
+    url = f"sqlite://{path}"
+    lines = "".join(f"q echo {n} {'x' * 100}\n" for n in range(2000)).encode()
+    assert run_qdone("enqueue-batch", "-", "--broker", url, input=lines).returncode == 0
+    with path.open("r+b") as store:
+        store.seek(path.stat().st_size // 2)
+        store.write(bytes(range(256)) * 32)  # 8 KiB of garbage over its middle pages
+    result = run_qdone(*args, "--broker", url)
+    lines_out = result.stderr.splitlines()
+    assert len(lines_out) == 1 and "Traceback" not in result.stderr, result.stderr
+    assert f"the qdone store {path} is damaged" in lines_out[0]
+    assert result.returncode == UNAVAILABLE

@@ -89,6 +89,11 @@ def mapped_error(exc: sqlite3.Error, path: Path) -> BrokerError:
     text = str(exc)
     if "not a database" in text or "encrypted" in text:
         return BrokerUnavailable(f"{path} is not a qdone store (not an SQLite database)")
+    if "malformed" in text or "corrupt" in text:  # SQLITE_CORRUPT: no longer a usable store
+        return BrokerUnavailable(
+            f"the qdone store {path} is damaged ({text})",
+            hint=f"move it aside; `sqlite3 {path} .recover` may save its messages",
+        )
     if "disk is full" in text:  # SQLITE_FULL: the transaction was rolled back
         return BrokerUnavailable(f"the qdone store {path} is full: {text}")
     if "readonly" in text or "unable to open" in text or "disk I/O" in text:
