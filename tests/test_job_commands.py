@@ -4,11 +4,12 @@
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 
 import pytest
 
-from qdone.job import NICE, run_job
+from qdone.job import NICE, JobResult, nice_this_thread, run_job
 
 from .sites import Site
 
@@ -31,8 +32,20 @@ def padded(command: str, size: int) -> str:
 
 
 def probe(size: int) -> dict[str, str]:
+    """What the job reports, run as the worker runs jobs: from a thread at the jobs'
+    niceness (elsewhere the niceness is set just after the start, and the job may
+    look before)."""
     command = padded(PROBE, size) if size else PROBE
-    result = run_job(command, env={"PROBE_VAR": "yes"})
+    results: list[JobResult] = []
+
+    def run() -> None:
+        nice_this_thread()
+        results.append(run_job(command, env={"PROBE_VAR": "yes"}))
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join(60)
+    [result] = results
     assert result.exit_code == 0, result.stderr
     lines = result.stdout.splitlines()
     found = dict(line.split("=", 1) for line in lines if "=" in line and " " not in line)

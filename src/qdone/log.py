@@ -10,6 +10,7 @@ import errno
 import functools
 import json
 import os
+import select
 import sys
 import time
 from collections.abc import Mapping
@@ -165,7 +166,10 @@ def _write(stream: TextIO, line: str) -> None:
         data = (line + "\n").encode(stream.encoding or "utf-8", "backslashreplace")
         fd = stream.fileno()
         while data:
-            data = data[os.write(fd, data) :]
+            try:
+                data = data[os.write(fd, data) :]
+            except BlockingIOError:  # a non-blocking pipe, full: wait as a blocking one would
+                select.select([], [fd], [], 1.0)
         return
     stream.write(line + "\n")
     stream.flush()
