@@ -21,6 +21,7 @@ from qdone.job import Job
 from qdone.queues import ensure_queue
 from qdone.worker import Worker
 from qdone.worker.events import JobNotStarted, JobSucceeded, WorkerSettings
+from qdone.worker.handler import Job as HandlerJob
 
 from .test_worker_cli import enqueue, events, queue_counts, start, wait_for
 
@@ -147,3 +148,35 @@ def test_worker_under_a_low_open_files_limit_runs_every_job(env: dict[str, str])
     assert any("the limit of open files (ulimit -n) is 1024" in w for w in warnings), warnings
     assert "Ran 600 jobs: 600 succeeded, 0 failed" in result.stderr
     assert sum(queue_counts(env, "qdone_q_failed")) == 0
+
+
+def test_a_success_whose_visibility_lapsed_while_the_worker_stood_still_is_deleted(
+    tmp_path: Path,
+) -> None:
+    """The worker stopped (SIGSTOP) past its messages' visibility timeout, then went
+    on: before its next receive it extends what it still holds, so that receive
+    does not take the message of a job that succeeded meanwhile and, with no
+    attempt left, move it to the failed queue before its delete goes out."""
+    now = [1_900_000_000.0]
+
+    def clock() -> float:
+        return now[0]
+
+    broker = SqliteBroker(tmp_path / "s.db", clock=clock)
+    options = Options()
+    url = ensure_queue(broker, options, QueueOptions(), "q").url
+    for body in ("first", "second"):
+        broker.send(url, SendEntry("0", body))
+
+    def handler(job: HandlerJob) -> None:
+        if job.body == "first":
+            now[0] += 100  # stood still 100 s: past the 30 s visibility timeout
+
+    settings = WorkerSettings(queues=("q",), concurrency=1, drain=True, kill_after=600)
+    summary = Worker(broker, options, settings, clock=clock, handler=handler).run()
+    assert (summary.succeeded, summary.failed) == (2, 0)
+    for name in ("qdone_q", "qdone_q_failed"):
+        counts = broker.get_queue_attributes(broker.get_queue_url(name))
+        assert counts["ApproximateNumberOfMessages"] == "0", name
+        assert counts["ApproximateNumberOfMessagesNotVisible"] == "0", name
+    broker.close()

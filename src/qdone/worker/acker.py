@@ -121,6 +121,20 @@ class Acker:
             self._changes.setdefault(message.queue_url, []).append(_Change(message, timeout))
             self._cond.notify_all()
 
+    def catch_up(self, url: str) -> None:
+        """Before a receive on ``url``: if a message of that queue is still held past
+        its visibility timeout (the worker stood still: SIGSTOP, a suspended
+        machine), extend it and send what is pending now. Else the receive could
+        take it again and, with no attempt left, move to the failed queue the
+        message of a job that succeeded meanwhile, before its delete goes out."""
+        now = self._clock()
+        with self._cond:
+            lapsed = any(
+                h.message.queue_url == url and h.expires_at <= now for h in self._held.values()
+            )
+        if lapsed:
+            self.tick()
+
     def pending(self) -> int:
         """Deletes and changes not yet sent (those being sent included)."""
         with self._cond:

@@ -141,6 +141,7 @@ class Lanes:
         messages: list[Message] = []
         failed: BrokerError | None = None
         try:
+            self._acker.catch_up(q.url)
             messages = self._broker.receive(q.url, pick.n, self._visibility(), wait)
         except BrokerError as exc:
             failed = exc
