@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from qdone.broker.base import SendEntry
+from qdone.broker.base import COUNT_NAMES, Broker, SendEntry
 from qdone.broker.sqlite import SqliteBroker
 from qdone.config import Options, QueueOptions
 from qdone.job import Job
@@ -70,7 +70,25 @@ def test_archive_to_a_closed_stdout_deletes_nothing(env: dict[str, str]) -> None
     assert sum(queue_counts(env, "qdone_q_failed")) == 0
 
 
-def test_archive_to_a_full_device_deletes_nothing(env: dict[str, str]) -> None:
+def _env_for(broker: Broker, prefix: str, request: pytest.FixtureRequest) -> dict[str, str]:
+    """The environment that points ``qdone`` at ``broker``, with queues under ``prefix``."""
+    env = {**os.environ, "QDONE_PREFIX": prefix}
+    if isinstance(broker, SqliteBroker):
+        return {**env, "QDONE_BROKER": f"sqlite://{broker.path}"}
+    endpoint = request.getfixturevalue("moto_endpoint")
+    return {**env, "QDONE_BROKER": "sqs", "QDONE_ENDPOINT_URL": endpoint}
+
+
+def _held(broker: Broker, name: str) -> int:
+    """Messages in queue ``name``: visible, in flight or delayed."""
+    counts = broker.get_queue_attributes(broker.get_queue_url(name))
+    return sum(int(counts[k]) for k in COUNT_NAMES)
+
+
+def test_archive_to_a_full_device_deletes_nothing(
+    broker: Broker, prefix: str, request: pytest.FixtureRequest
+) -> None:
+    env = _env_for(broker, prefix, request)
     for n in range(5):
         enqueue(env, "q", f"echo {n}")
     with open("/dev/full", "w") as full:
@@ -84,22 +102,21 @@ def test_archive_to_a_full_device_deletes_nothing(env: dict[str, str]) -> None:
             check=False,
         )
     assert "Traceback" not in result.stderr
-    assert result.returncode != 0, result.stderr
+    assert result.returncode == 1, result.stderr
     assert "No space left on device" in result.stderr
     # Nothing deleted. The one command that could not be written was received, so
     # with no attempt left it moves to the failed queue, body intact.
-    main, failed = sum(queue_counts(env, "qdone_q")), sum(queue_counts(env, "qdone_q_failed"))
+    main, failed = _held(broker, f"{prefix}q"), _held(broker, f"{prefix}q_failed")
     assert (main, failed) in ((5, 0), (4, 1)), (main, failed)
 
 
 def test_a_job_that_cannot_start_goes_back_without_using_an_attempt(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    broker: Broker, prefix: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Out of open files at one start: not the job's fault. The message comes back
     as a fresh copy (no attempt used), the worker runs fewer jobs at once, says so
     once, and every job runs; none reaches the failed queue."""
-    broker = SqliteBroker(tmp_path / "s.db")
-    options = Options()
+    options = Options(prefix=prefix)
     url = ensure_queue(broker, options, QueueOptions(), "q").url
     for n in range(3):
         broker.send(url, SendEntry("0", f"sleep 0.3; echo {n}"))
@@ -119,11 +136,9 @@ def test_a_job_that_cannot_start_goes_back_without_using_an_attempt(
     assert len(not_started) == 1 and not_started[0].sent_back_as is not None
     assert 1 <= not_started[0].concurrency < 3
     assert (summary.succeeded, summary.failed) == (3, 0)
-    failed_url = broker.get_queue_url("qdone_q_failed")
-    assert broker.get_queue_attributes(failed_url)["ApproximateNumberOfMessages"] == "0"
+    assert _held(broker, f"{prefix}q_failed") == 0
     attempts = [e.attempt for e in seen if isinstance(e, JobSucceeded)]
     assert attempts == [1, 1, 1]  # the copy ran as a first attempt
-    broker.close()
 
 
 def test_worker_under_a_low_open_files_limit_runs_every_job(env: dict[str, str]) -> None:
