@@ -47,7 +47,7 @@ Exit codes:
        check failed; the broker refused
   {ExitCode.USAGE.value}    bad options, queue names or input
   {ExitCode.UNAVAILABLE.value}    broker unreachable, no AWS credentials or unusable AWS
-       configuration, not a qdone store
+       configuration, not a qdone store or a damaged one
   {ExitCode.INTERRUPTED.value}  stopped by a second SIGINT/SIGTERM
 """
 
