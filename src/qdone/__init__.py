@@ -11,24 +11,23 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from .errors import (
-    BatchInputError,
-    BatchSendError,
-    BrokerError,
-    BrokerUnavailable,
-    ConfigError,
-    InvalidQueueName,
-    MessageTooLarge,
-    QdoneError,
-    QueueAlreadyExists,
-    QueueDeletedRecently,
-    QueueNotFound,
-    UsageError,
-)
-
 if TYPE_CHECKING:
     from .api import Client, EnqueueBatchResult, NotEnqueued
     from .batchfile import BatchLine
+    from .errors import (
+        BatchInputError,
+        BatchSendError,
+        BrokerError,
+        BrokerUnavailable,
+        ConfigError,
+        InvalidQueueName,
+        MessageTooLarge,
+        QdoneError,
+        QueueAlreadyExists,
+        QueueDeletedRecently,
+        QueueNotFound,
+        UsageError,
+    )
     from .job import JobResult
     from .matching import Counts
     from .monitor import Row, Snapshot
@@ -91,8 +90,26 @@ __all__ = [
 ]
 
 
-#: Where each API name lives, loaded on first use (the worker's take 50 ms).
+#: Where each API name lives, loaded on first use (the worker's take 50 ms; even the
+#: errors' dataclasses would slow ``qdone --version``, which imports this package).
 _LAZY = {
+    **dict.fromkeys(
+        [
+            "BatchInputError",
+            "BatchSendError",
+            "BrokerError",
+            "BrokerUnavailable",
+            "ConfigError",
+            "InvalidQueueName",
+            "MessageTooLarge",
+            "QdoneError",
+            "QueueAlreadyExists",
+            "QueueDeletedRecently",
+            "QueueNotFound",
+            "UsageError",
+        ],
+        "errors",
+    ),
     **dict.fromkeys(["Client", "EnqueueBatchResult", "NotEnqueued"], "api"),
     "BatchLine": "batchfile",
     "JobResult": "job",
