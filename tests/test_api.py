@@ -417,3 +417,14 @@ def test_public_names_are_exported() -> None:
         getattr(qdone, name)
     assert issubclass(qdone.QueueNotFound, qdone.BrokerError)
     assert issubclass(qdone.BrokerError, qdone.QdoneError)
+
+
+def test_a_stop_while_no_work_runs_ends_the_next_work_at_once(
+    sqlite_client: qdone.Client,
+) -> None:
+    sqlite_client.enqueue("later", "true")
+    sqlite_client.stop()  # e.g. a SIGTERM while work() was starting
+    summary = sqlite_client.work("later", wait_time=0)  # no drain: only a stop ends it
+    assert summary.ran == 0
+    _, bodies = drain(sqlite_client, "later", wait_time=0)
+    assert bodies == ["true"]  # the stop was used up

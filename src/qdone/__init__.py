@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from .monitor import Row, Snapshot
     from .worker.events import (
         BrokerTrouble,
+        DuplicateSkipped,
         Event,
         JobArchived,
         JobFailed,
@@ -60,6 +61,7 @@ __all__ = [
     "Client",
     "ConfigError",
     "Counts",
+    "DuplicateSkipped",
     "EnqueueBatchResult",
     "Event",
     "Handler",
@@ -119,6 +121,7 @@ _LAZY = {
     **dict.fromkeys(
         [
             "BrokerTrouble",
+            "DuplicateSkipped",
             "Event",
             "JobArchived",
             "JobFailed",

@@ -14,7 +14,7 @@ import os
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from types import TracebackType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from ..batchfile import BatchLine
 from ..broker import open_broker
@@ -29,6 +29,7 @@ from .results import EnqueueBatchResult, batch_lines, batch_result
 # (``qdone enqueue`` included) loads neither.
 if TYPE_CHECKING:
     from ..cache import Cache
+    from ..dedup import RunClaims
     from ..monitor import Snapshot
     from ..worker import Worker
     from ..worker.events import Event, Summary
@@ -139,6 +140,7 @@ class Client:
         self._on_create = on_create
         self._reads_only = reads_only
         self._workers: list[Worker] = []
+        self._stop_pending = False
         self._closed = False
         self._generation = _Process.generation
         self._cache = self._open_cache()  # checks the URI; connects on first use
@@ -328,6 +330,8 @@ class Client:
         include_dead: bool = False,
         dlq_suffix: str = DEFAULTS.dlq_suffix,
         on_event: Callable[[Event], None] | None = None,
+        archive_to: Callable[[str], None] | None = None,
+        claims: RunClaims | None = None,
     ) -> Summary:
         """Take jobs off ``queues`` (names or ``'prefix*'`` wildcards) and run them, in
         the calling thread, until ``stop()`` (or, with ``drain``, until every queue
@@ -337,7 +341,10 @@ class Client:
         does. With one, ``handler(job)`` is called on one of ``concurrency``
         threads: returning is success, raising is failure (see ``worker.handler``).
         ``on_event`` gets every event (``JobSucceeded``, ``JobFailed``, ...), from
-        the worker's threads, one at a time."""
+        the worker's threads, one at a time. With ``archive``, ``archive_to`` is
+        given each command (raising ``OSError`` when it cannot take it); the
+        message is deleted once it returned. ``claims``: the run-once claims of
+        messages enqueued with external deduplication (``qdone.dedup``)."""
         from ..worker import Worker
         from ..worker.events import WorkerSettings
 
@@ -362,18 +369,34 @@ class Client:
             settings,
             on_event=on_event or (lambda _event: None),
             handler=handler,
+            archive_to=archive_to,
+            claims=claims,
+            **self._fleet(broker),
         )
         self._workers.append(worker)
+        if self._stop_pending:  # stop() came while this call was starting
+            self._stop_pending = False
+            worker.stop()
         try:
             return worker.run()
         finally:
             self._workers.remove(worker)
 
+    def _fleet(self, broker: Broker) -> dict[str, Any]:
+        """With ``cache_uri``: queue checks shared through the fleet's Redis, and
+        wake-ups from producers (both fail-soft: with Redis down, as without them)."""
+        if self._cache is None:
+            return {}
+        from ..worker.checks import CachedCounts, CacheWakes
+
+        return {"counts": CachedCounts(self._cache, broker), "wakes": CacheWakes(self._cache)}
+
     def stop(self) -> None:
         """Make the ``work()`` calls running now take no new job, let their running
         jobs finish, send their deletes and return (``qdone worker``'s first
-        SIGTERM). Safe from another thread or a signal handler; it does nothing
-        when no ``work()`` runs."""
+        SIGTERM). Safe from another thread or a signal handler. Called when no
+        ``work()`` runs, it makes the next one return at once: a signal that
+        arrives while ``work()`` starts is not lost."""
         self._each_worker(lambda worker: worker.stop())
 
     def kill(self) -> None:
@@ -385,7 +408,10 @@ class Client:
     def _each_worker(self, action: Callable[[Worker], None]) -> None:
         # On a new thread: a signal handler must not wait for a lock that the code
         # it interrupted may hold.
+        self._stop_pending = True  # before the list is read: see work()
         workers = list(self._workers)
+        if workers:
+            self._stop_pending = False
 
         def act() -> None:
             for worker in workers:

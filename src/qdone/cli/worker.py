@@ -59,12 +59,10 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from ..broker import parse_broker_url
 from ..config import DEFAULTS
-from ..errors import ExitCode, UsageError
+from ..errors import ExitCode
 from ..job import JobResult
 from ..log import Output
-from ..worker import Worker
 from ..worker.events import (
     BrokerTrouble,
     DuplicateSkipped,
@@ -81,13 +79,13 @@ from ..worker.events import (
     QueueMissing,
     Summary,
     Waiting,
-    WorkerSettings,
 )
 from .archive import ArchiveWriter
-from .common import cache_for, dedup_store, global_options, open_for, options_from
+from .common import client_for, dedup_store, global_options, options_from
 from .limits import concurrency_within, open_files_shortfall
 
 if TYPE_CHECKING:
+    from ..api import Client
     from ..broker.base import Broker
     from ..cache import Cache
     from ..config import Options
@@ -352,7 +350,7 @@ def _exit_within(seconds: float) -> None:
     threading.Thread(target=deadline, name="qdone-exit-deadline", daemon=True).start()
 
 
-def _install_signals(worker: Worker, output: Output) -> None:
+def _install_signals(client: Client, output: Output) -> None:
     """First SIGINT/SIGTERM: stop taking work; second: kill the jobs, and exit within
     ``KILL_EXIT_WITHIN`` s whatever the network does. The handler only starts a
     thread: it must not take locks the interrupted code may hold."""
@@ -362,11 +360,11 @@ def _install_signals(worker: Worker, output: Output) -> None:
         name = signal.Signals(signum).name
         if len(received) == 1:
             output.info(f"Received {name}: finishing running jobs, taking no new ones")
-            worker.stop()
+            client.stop()
         elif len(received) == 2:
             _exit_within(KILL_EXIT_WITHIN)
             output.info(f"Received {name} again: killing running jobs")
-            worker.kill()
+            client.kill()
 
     def handler(signum: int, _frame: FrameType | None) -> None:
         received.append(signum)
@@ -492,56 +490,39 @@ def worker_command(ctx: click.Context, /, queues: tuple[str, ...], **kw: Any) ->
       qdone worker --concurrency 8 'render*'
       qdone worker build --drain && deploy
     """
-    options = dataclasses.replace(options_from(ctx), dlq_suffix=kw.pop("dlq_suffix"))
+    dlq_suffix = kw.pop("dlq_suffix")
+    options = dataclasses.replace(options_from(ctx), dlq_suffix=dlq_suffix)
     dedup_period, dedup_stats = kw.pop("dedup_period"), kw.pop("dedup_stats")
-    settings = WorkerSettings(queues=queues, **kw)
-    if settings.drain and settings.wait_time == 0 and parse_broker_url(options.broker)[0] == "sqs":
-        raise UsageError("--drain needs --wait-time above 0 on SQS: short polls can miss messages")
-    archive = ArchiveWriter() if settings.archive else None
+    archive = ArchiveWriter() if kw["archive"] else None
     output = Output(
         verbose=options.verbose,
-        json_lines=not settings.archive and not _stderr_tty(),
+        json_lines=not kw["archive"] and not _stderr_tty(),
         keep_going=True,  # a report that cannot be written changes no job
     )
-    short = open_files_shortfall(settings.concurrency)
+    short = open_files_shortfall(kw["concurrency"])
     if short is not None:
         fits = concurrency_within(short[0])
         output.warn(
-            f"the limit of open files (ulimit -n) is {short[0]}; -c {settings.concurrency} "
+            f"the limit of open files (ulimit -n) is {short[0]}; -c {kw['concurrency']} "
             f"needs about {short[1]}: running at most {fits} jobs at once (a job that "
             "still cannot start goes back, no attempt used, and fewer run)"
         )
-        settings = dataclasses.replace(settings, concurrency=fits)
-    with cache_for(options, output) as cache, open_for(options, output) as broker:
-        view = WorkerView(output, settings.kill_after, settings.concurrency)
-        claims = _run_claims(options, output, broker, cache, dedup_period, dedup_stats)
-        worker = Worker(
-            broker,
-            options,
-            settings,
-            on_event=view,
-            archive_to=archive,
-            claims=claims,
-            **_fleet(cache, broker),
+        kw["concurrency"] = fits
+    with client_for(options, output) as client:
+        view = WorkerView(output, kw["kill_after"], kw["concurrency"])
+        claims = _run_claims(
+            options, output, client.broker, client.cache, dedup_period, dedup_stats
         )
-        _install_signals(worker, output)
-        summary = worker.run()
+        _install_signals(client, output)
+        summary = client.work(
+            queues, dlq_suffix=dlq_suffix, on_event=view, archive_to=archive, claims=claims, **kw
+        )
     if archive is not None:
         archive.check()
     if summary.killed:
         raise SystemExit(int(ExitCode.INTERRUPTED))
-    if settings.drain and summary.failed > summary.retried:  # some failed for good
+    if kw["drain"] and summary.failed > summary.retried:  # some failed for good
         raise SystemExit(int(ExitCode.FAILURE))
-
-
-def _fleet(cache: Cache | None, broker: Broker) -> dict[str, Any]:
-    """With --cache-uri: queue checks shared through the fleet's Redis, and wake-ups
-    from producers (both fail-soft: with Redis down, as without them)."""
-    if cache is None:
-        return {}
-    from ..worker.checks import CachedCounts, CacheWakes
-
-    return {"counts": CachedCounts(cache, broker), "wakes": CacheWakes(cache)}
 
 
 def _run_claims(
