@@ -328,6 +328,7 @@ class Client:
         fifo: bool = False,
         include_failed: bool = False,
         include_dead: bool = False,
+        idle_check: int = 60,
         dlq_suffix: str = DEFAULTS.dlq_suffix,
         on_event: Callable[[Event], None] | None = None,
         archive_to: Callable[[str], None] | None = None,
@@ -360,6 +361,7 @@ class Client:
             retry_delay=retry_delay,
             include_failed=include_failed,
             include_dead=include_dead,
+            idle_check=idle_check,
         )
         broker = self.broker
         settings.check(broker.service)

@@ -66,6 +66,7 @@ class WorkerSettings:
             ("--kill-after", self.kill_after, 1, MAX_VISIBILITY),
             ("--wait-time", self.wait_time, 0, MAX_WAIT),
             ("--retry-delay", self.retry_delay, 0, MAX_VISIBILITY),
+            ("--idle-check-seconds", self.idle_check, 1, 3600),
         ):
             if isinstance(value, bool) or not isinstance(value, int):
                 raise UsageError(f"{option} must be a whole number, not {value!r}")
