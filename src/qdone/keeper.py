@@ -10,7 +10,8 @@ keeper, a tiny Python process, that reads the job process groups as they start
 the pipe reads end-of-file, the worker has ended, however it ended: the keeper
 sends SIGTERM to every group still listed, and SIGKILL ``GRACE`` seconds later to
 those still alive. A worker that ends well has no job left listed, so the
-keeper then kills nothing. The cost to a job is two writes of a few bytes.
+keeper then kills nothing. The cost to a job is two writes of a few bytes; the
+keeper reads them at most 20 times a second (the pipe holds thousands).
 
 The keeper ignores SIGINT, SIGTERM and SIGHUP: a service manager stopping the
 whole service (systemd's ``KillMode=control-group``) must not end it before the
@@ -42,6 +43,7 @@ while True:
     *lines, rest = (rest + data).split(b"\\n")
     for line in lines:
         (groups.add if line[:1] == b"+" else groups.discard)(int(line[1:]))
+    time.sleep(0.05)  # let lines gather: a few wake-ups a second, not two per job
 
 def signal_all(sig):
     for group in list(groups):
