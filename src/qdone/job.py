@@ -44,6 +44,7 @@ __all__ = [
     "Job",
     "JobResult",
     "TailBuffer",
+    "inherited_fds",
     "job_niceness",
     "nice_this_thread",
     "run_job",
@@ -204,7 +205,7 @@ class Job:
         err_r, err_w = os.pipe()
         fds = (_devnull(), out_w, err_w) if script is None else (_devnull(), out_w, err_w, script)
         try:
-            self._pid = spawn(_SHELL, argv, self._env, fds, _inherited_fds())
+            self._pid = spawn(_SHELL, argv, self._env, fds, inherited_fds())
         except BaseException:
             os.close(out_r)
             os.close(err_r)
@@ -354,7 +355,7 @@ def _devnull() -> int:
 
 
 @functools.cache
-def _inherited_fds() -> tuple[int, ...]:
+def inherited_fds() -> tuple[int, ...]:
     """Descriptors above 2 a job would inherit, to close in it (``close_fds``).
     Python opens its own close-on-exec, so these are what the worker inherited, and
     are listed once; closing one in the child that is gone since is harmless."""

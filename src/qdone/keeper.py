@@ -25,7 +25,7 @@ import os
 import sys
 import threading
 
-from .job import GRACE, Job
+from .job import GRACE, Job, inherited_fds
 from .spawn import environ, spawn
 
 __all__ = ["Keeper"]
@@ -98,7 +98,10 @@ class Keeper:
             null = os.open(os.devnull, os.O_RDWR | os.O_CLOEXEC)
             try:
                 argv = (sys.executable, "-I", "-S", "-c", _PROGRAM)
-                self._pid = spawn(sys.executable, argv, environ(), (read, null, 2))
+                # Nothing of the worker's but the pipe: a caller reading the worker's
+                # stdout or stderr to their end is not kept waiting by the keeper.
+                fds = (read, null, null)
+                self._pid = spawn(sys.executable, argv, environ(), fds, inherited_fds())
             finally:
                 os.close(null)
         except OSError:

@@ -40,7 +40,7 @@ from .queues import QueueRef
 __all__ = ["STOP_SIGNALS", "STOP_WAIT", "send_back", "stopped_by_service"]
 
 STOP_SIGNALS = frozenset({signal.SIGHUP, signal.SIGINT, signal.SIGTERM})
-STOP_WAIT = 2.0  # seconds a job killed by a stop signal waits for the worker's stop
+STOP_WAIT = 5.0  # seconds a job killed by a stop signal waits for the worker's stop
 
 
 def stopped_by_service(result: JobResult, stopping: threading.Event) -> bool:
