@@ -428,3 +428,17 @@ def test_a_stop_while_no_work_runs_ends_the_next_work_at_once(
     assert summary.ran == 0
     _, bodies = drain(sqlite_client, "later", wait_time=0)
     assert bodies == ["true"]  # the stop was used up
+
+
+def test_external_dedup_skips_a_duplicate_inside_its_window(sqlite_client: qdone.Client) -> None:
+    first = sqlite_client.send("once", "echo hi", external_dedup=True)
+    again = sqlite_client.send("once", "echo hi", external_dedup=True)
+    assert first.message_id and not first.skipped
+    assert (again.message_id, again.skipped, again.dedup_id) == ("", True, first.dedup_id)
+    assert sqlite_client.enqueue("once", "echo hi", external_dedup=True) == ""
+    result = sqlite_client.enqueue_batch(
+        [("once", "echo hi"), ("once", "echo new")], external_dedup=True
+    )
+    assert (result.enqueued, result.skipped) == (1, 1)
+    with pytest.raises(qdone.UsageError, match="either --deduplication-id or --dedup-id-per"):
+        sqlite_client.send("once", "x", deduplication_id="d", dedup_id_per_message=True)

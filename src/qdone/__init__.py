@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from .api import Client, EnqueueBatchResult, NotEnqueued
     from .batchfile import BatchLine
+    from .enqueue import EnqueueResult
     from .errors import (
         BatchInputError,
         BatchSendError,
@@ -63,6 +64,7 @@ __all__ = [
     "Counts",
     "DuplicateSkipped",
     "EnqueueBatchResult",
+    "EnqueueResult",
     "Event",
     "Handler",
     "InvalidQueueName",
@@ -114,6 +116,7 @@ _LAZY = {
     ),
     **dict.fromkeys(["Client", "EnqueueBatchResult", "NotEnqueued"], "api"),
     "BatchLine": "batchfile",
+    "EnqueueResult": "enqueue",
     "JobResult": "job",
     "Counts": "matching",
     **dict.fromkeys(["Row", "Snapshot"], "monitor"),

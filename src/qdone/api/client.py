@@ -20,7 +20,7 @@ from ..batchfile import BatchLine
 from ..broker import open_broker
 from ..broker.base import Broker
 from ..config import DEFAULTS, Options, QueueOptions
-from ..enqueue import SendSettings, enqueue, enqueue_batch
+from ..enqueue import EnqueueResult, SendSettings, enqueue, enqueue_batch
 from ..errors import QdoneError, UsageError
 from ..queues import names_for
 from .results import EnqueueBatchResult, batch_lines, batch_result
@@ -29,7 +29,7 @@ from .results import EnqueueBatchResult, batch_lines, batch_result
 # (``qdone enqueue`` included) loads neither.
 if TYPE_CHECKING:
     from ..cache import Cache
-    from ..dedup import RunClaims
+    from ..dedup import Deduper, DedupSettings, DedupStore, RunClaims
     from ..monitor import Snapshot
     from ..worker import Worker
     from ..worker.events import Event, Summary
@@ -70,6 +70,35 @@ def _names(what: str, given: str | Iterable[str]) -> tuple[str, ...]:
         if not isinstance(name, str):
             raise UsageError(f"{what} must be strings, not {name!r}")
     return names
+
+
+def _dedup_settings(
+    external_dedup: bool,
+    explicit_id: str | None,
+    period: int,
+    id_per_message: bool,
+    stats: bool,
+    on_error: str,
+) -> DedupSettings | None:
+    """The settings of ``--external-dedup``; None without it."""
+    _whole("--dedup-period", period)
+    if id_per_message and explicit_id:
+        raise UsageError("use either --deduplication-id or --dedup-id-per-message, not both")
+    if not external_dedup:
+        return None
+    if not 1 <= period <= 1_209_600:
+        raise UsageError(f"--dedup-period must be 1 to 1209600 seconds, not {period}")
+    if on_error not in ("send", "fail"):
+        raise UsageError(f"--dedup-on-error must be 'send' or 'fail', not {on_error!r}")
+    from ..dedup import DedupSettings
+
+    return DedupSettings(
+        period=period,
+        explicit_id=explicit_id,
+        id_per_message=id_per_message,
+        stats=stats,
+        on_error="send" if on_error == "send" else "fail",
+    )
 
 
 def _queue_options(
@@ -194,6 +223,35 @@ class Client:
             if cache is not None:
                 cache.close()
 
+    def dedup_store(self) -> DedupStore | None:
+        """Where deduplication windows and run claims live: the SQLite store's own
+        tables, else the fleet's Redis (``cache_uri``); None with neither."""
+        broker = self.broker
+        if broker.service == "SQLite":
+            from ..broker.sqlite import SqliteBroker
+
+            assert isinstance(broker, SqliteBroker)
+            return broker.dedup()
+        if self._cache is None:
+            return None
+        from ..cache.dedup import RedisDedup
+
+        return RedisDedup(self._cache)
+
+    def _deduper(self, dedup: DedupSettings | None) -> Deduper | None:
+        """The enqueue side of ``external_dedup``, or None without it."""
+        if dedup is None:
+            return None
+        store = self.dedup_store()
+        if store is None:
+            raise UsageError(
+                "--external-dedup needs --cache-uri with --broker sqs (the SQLite store keeps "
+                "its own deduplication windows)"
+            )
+        from ..dedup import Deduper
+
+        return Deduper(store, dedup)
+
     def full_name(self, queue: str, *, fifo: bool = False) -> str:
         """The full name of ``queue`` (``qdone_render``), as events name it."""
         return names_for(self.options, queue, fifo).main
@@ -233,9 +291,62 @@ class Client:
         fail_delay: int = 0,
         message_retention_period: int = DEFAULTS.message_retention_period,
         tags: Mapping[str, str] | None = None,
+        external_dedup: bool = False,
+        dedup_period: int = DEFAULTS.dedup_period,
+        dedup_id_per_message: bool = False,
+        dedup_stats: bool = False,
+        dedup_on_error: str = "send",
     ) -> str:
         """Put ``command`` on ``queue`` (creating the queue and its failed queue on
-        first use, with these options); the job's message id."""
+        first use, with these options); the job's message id ("" for a duplicate
+        that ``external_dedup`` skipped). ``send`` takes the same arguments and
+        says more."""
+        return self.send(
+            queue,
+            command,
+            fifo=fifo,
+            group_id=group_id,
+            deduplication_id=deduplication_id,
+            delay=delay,
+            retries=retries,
+            dlq=dlq,
+            dlq_suffix=dlq_suffix,
+            dlq_after=dlq_after,
+            fail_delay=fail_delay,
+            message_retention_period=message_retention_period,
+            tags=tags,
+            external_dedup=external_dedup,
+            dedup_period=dedup_period,
+            dedup_id_per_message=dedup_id_per_message,
+            dedup_stats=dedup_stats,
+            dedup_on_error=dedup_on_error,
+        ).message_id
+
+    def send(
+        self,
+        queue: str,
+        command: str,
+        *,
+        fifo: bool = False,
+        group_id: str | None = None,
+        deduplication_id: str | None = None,
+        delay: int | None = None,
+        retries: int = 0,
+        dlq: bool = False,
+        dlq_suffix: str = DEFAULTS.dlq_suffix,
+        dlq_after: int = DEFAULTS.dlq_after,
+        fail_delay: int = 0,
+        message_retention_period: int = DEFAULTS.message_retention_period,
+        tags: Mapping[str, str] | None = None,
+        external_dedup: bool = False,
+        dedup_period: int = DEFAULTS.dedup_period,
+        dedup_id_per_message: bool = False,
+        dedup_stats: bool = False,
+        dedup_on_error: str = "send",
+    ) -> EnqueueResult:
+        """As ``enqueue``, returning what ``qdone enqueue`` reports: the message id
+        and full queue name, the queues created, whether a duplicate was skipped
+        (``external_dedup``) and notes on options the queue does not have."""
         if not isinstance(queue, str) or not isinstance(command, str):
             raise UsageError(f"queue and command must be strings, not {queue!r}, {command!r}")
         _whole("--delay", delay)
@@ -248,8 +359,16 @@ class Client:
             message_retention_period=message_retention_period,
             tags=tags,
         )
+        dedup = _dedup_settings(
+            external_dedup,
+            deduplication_id,
+            dedup_period,
+            dedup_id_per_message,
+            dedup_stats,
+            dedup_on_error,
+        )
         settings = SendSettings(group_id=group_id, dedup_id=deduplication_id, delay=delay)
-        result = enqueue(
+        return enqueue(
             self.broker,
             self._options(dlq_suffix),
             q,
@@ -258,8 +377,8 @@ class Client:
             settings,
             on_create=self._on_create,
             on_sent=self._on_sent(),
+            deduper=self._deduper(dedup),
         )
-        return result.message_id
 
     def enqueue_batch(
         self,
@@ -276,6 +395,11 @@ class Client:
         fail_delay: int = 0,
         message_retention_period: int = DEFAULTS.message_retention_period,
         tags: Mapping[str, str] | None = None,
+        external_dedup: bool = False,
+        dedup_period: int = DEFAULTS.dedup_period,
+        dedup_id_per_message: bool = False,
+        dedup_stats: bool = False,
+        dedup_on_error: str = "send",
         progress: Callable[[int], None] | None = None,
     ) -> EnqueueBatchResult:
         """Enqueue ``(queue, command)`` pairs in batches of up to 10 per queue.
@@ -295,6 +419,9 @@ class Client:
             message_retention_period=message_retention_period,
             tags=tags,
         )
+        dedup = _dedup_settings(
+            external_dedup, None, dedup_period, dedup_id_per_message, dedup_stats, dedup_on_error
+        )
         settings = SendSettings(
             group_id=group_id, group_per_message=group_id_per_message, delay=delay
         )
@@ -308,6 +435,7 @@ class Client:
             on_create=self._on_create,
             progress=progress,
             on_sent=self._on_sent(),
+            deduper=self._deduper(dedup),
         )
         return batch_result(lines, outcome)
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ..batchfile import BatchLine
 from ..enqueue import BatchOutcome
@@ -35,6 +35,9 @@ class EnqueueBatchResult:
     #: What stopped the sending part-way (the broker became unreachable), if anything;
     #: the jobs it left unsent are in ``failed``.
     error: BrokerError | None = None
+    skipped: int = 0  #: duplicates not sent (``external_dedup``)
+    skipped_queues: dict[str, int] = field(default_factory=dict)  #: by full queue name
+    notes: list[str] = field(default_factory=list)  #: options a queue does not have
 
     @property
     def ok(self) -> bool:
@@ -82,4 +85,7 @@ def batch_result(lines: Sequence[BatchLine], outcome: BatchOutcome) -> EnqueueBa
         queues=dict(outcome.per_queue),
         created=list(outcome.created),
         error=outcome.fatal,
+        skipped=outcome.skipped,
+        skipped_queues=dict(outcome.skipped_per_queue),
+        notes=list(outcome.notes),
     )

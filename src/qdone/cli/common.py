@@ -18,21 +18,18 @@ if TYPE_CHECKING:
     from ..api import Client
     from ..broker.base import Broker
     from ..cache import Cache
-    from ..dedup import Deduper, DedupSettings, DedupStore
     from ..log import Output
 
 __all__ = [
     "GLOBAL_KEY",
     "cache_for",
-    "check_dedup",
     "client_for",
-    "dedup_store",
-    "deduper_for",
     "global_options",
     "make_output",
     "open_for",
     "options_from",
     "parse_tags",
+    "queue_kwargs",
     "queue_options",
     "quiet_stdout_output",
     "report_calls",
@@ -201,17 +198,32 @@ def open_for(options: Options, output: Output, *, reads_only: bool = False) -> I
         broker.close()
 
 
+def queue_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The queue options (``with_queue_options``), taken out of a command's keyword
+    arguments, as ``Client.send`` and ``Client.enqueue_batch`` take them."""
+    names = (
+        "fifo",
+        "message_retention_period",
+        "fail_delay",
+        "dlq",
+        "dlq_suffix",
+        "dlq_after",
+        "retries",
+    )
+    taken = {name: kwargs.pop(name) for name in names}
+    taken["tags"] = parse_tags(kwargs.pop("tags"))
+    return taken
+
+
 @contextmanager
 def client_for(options: Options, output: Output, *, reads_only: bool = False) -> Iterator[Client]:
     """The API client for a command: as ``open_for`` (the broker named when verbose,
     calls reported, always closed), with the queues it creates shown and the
     cache's warnings forwarded."""
     from ..api import Client
+    from ..log_forward import forward_warnings
 
-    if options.cache_uri:
-        from ..log_forward import forward_warnings
-
-        forward_warnings("qdone.cache", output)
+    forward_warnings("qdone.cache", output)  # the cache's, and deduplication's
     client = Client(
         options.broker,
         prefix=options.prefix,
@@ -249,57 +261,6 @@ def cache_for(options: Options, output: Output) -> Iterator[Cache | None]:
         yield cache
     finally:
         cache.close()
-
-
-def check_dedup(options: Options, dedup: DedupSettings | None) -> None:
-    """``--external-dedup`` needs somewhere to keep its windows: Redis, or the store."""
-    if dedup is None or options.cache_uri:
-        return
-    from ..broker import parse_broker_url
-
-    if parse_broker_url(options.broker)[0] != "sqlite":
-        raise UsageError(
-            "--external-dedup needs --cache-uri with --broker sqs (the SQLite store keeps "
-            "its own deduplication windows)"
-        )
-
-
-def dedup_store(options: Options, broker: Broker, cache: Cache | None) -> DedupStore | None:
-    """Where deduplication windows and run claims live: the SQLite store's own
-    tables, else the fleet's Redis; None with neither."""
-    from ..broker import parse_broker_url
-
-    if parse_broker_url(options.broker)[0] == "sqlite":
-        from ..broker.sqlite import SqliteBroker
-
-        assert isinstance(broker, SqliteBroker)
-        return broker.dedup()
-    if cache is None:
-        return None
-    from ..cache.dedup import RedisDedup
-
-    return RedisDedup(cache)
-
-
-@contextmanager
-def deduper_for(
-    options: Options,
-    output: Output,
-    broker: Broker,
-    cache: Cache | None,
-    dedup: DedupSettings | None,
-) -> Iterator[Deduper | None]:
-    """The enqueue side of ``--external-dedup`` (its warnings shown on ``output``),
-    or None without it."""
-    store = None if dedup is None else dedup_store(options, broker, cache)
-    if store is None or dedup is None:
-        yield None
-        return
-    from ..dedup import Deduper
-    from ..log_forward import forward_warnings
-
-    forward_warnings("qdone.cache", output)
-    yield Deduper(store, dedup)
 
 
 def report_calls(broker: Broker, output: Output) -> None:

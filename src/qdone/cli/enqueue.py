@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -12,24 +11,19 @@ import click
 
 from ..batchfile import BatchLine, read_sources
 from ..config import DEFAULTS
-from ..enqueue import BatchOutcome, FailedLine, SendSettings, enqueue, enqueue_batch
-from ..errors import ExitCode, QdoneError, UsageError
+from ..errors import ExitCode, QdoneError
 from ..log import Output
-
-if TYPE_CHECKING:
-    from ..dedup import DedupSettings
-
 from .common import (
-    cache_for,
-    check_dedup,
-    deduper_for,
+    client_for,
     global_options,
     make_output,
-    open_for,
     options_from,
-    queue_options,
+    queue_kwargs,
     with_queue_options,
 )
+
+if TYPE_CHECKING:
+    from ..api import EnqueueBatchResult, NotEnqueued
 
 __all__ = ["enqueue_batch_command", "enqueue_command"]
 
@@ -96,21 +90,6 @@ def _dedup_options(f: Callable[..., Any]) -> Callable[..., Any]:
     return f
 
 
-def _dedup_settings(kwargs: dict[str, Any], explicit_id: str | None) -> DedupSettings | None:
-    """The deduplication settings, taken out of ``kwargs``; None without --external-dedup."""
-    values = {
-        name: kwargs.pop(f"dedup_{name}")
-        for name in ("period", "id_per_message", "stats", "on_error")
-    }
-    if values["id_per_message"] and explicit_id:
-        raise UsageError("use either --deduplication-id or --dedup-id-per-message, not both")
-    if not kwargs.pop("external_dedup"):
-        return None
-    from ..dedup import DedupSettings
-
-    return DedupSettings(explicit_id=explicit_id, **values)
-
-
 @click.command("enqueue")
 @click.argument("queue")
 @click.argument("command")
@@ -135,30 +114,11 @@ def enqueue_command(ctx: click.Context, /, queue: str, command: str, **kwargs: A
     Example:
       qdone enqueue thumbnails "convert big.png -resize 10% small.png"
     """
-    q, dlq_suffix = queue_options(kwargs)
-    dedup = _dedup_settings(kwargs, kwargs["deduplication_id"])
-    options = dataclasses.replace(options_from(ctx), dlq_suffix=dlq_suffix)
+    options = options_from(ctx)
     output = make_output(options)
-    settings = SendSettings(
-        group_id=kwargs["group_id"], dedup_id=kwargs["deduplication_id"], delay=kwargs["delay"]
-    )
-    check_dedup(options, dedup)
-    with (
-        cache_for(options, output) as cache,
-        open_for(options, output) as broker,
-        deduper_for(options, output, broker, cache, dedup) as deduper,
-    ):
-        result = enqueue(
-            broker,
-            options,
-            q,
-            queue,
-            command,
-            settings,
-            on_create=lambda name: output.info(f"Created queue {name}"),
-            on_sent=None if cache is None else lambda name: cache.notify([name]),
-            deduper=deduper,
-        )
+    queue_settings = queue_kwargs(kwargs)
+    with client_for(options, output) as client:
+        result = client.send(queue, command, **queue_settings, **kwargs)
         for note in result.notes:
             output.warn(note)
         if result.skipped:
@@ -211,33 +171,13 @@ def enqueue_batch_command(ctx: click.Context, /, files: tuple[str, ...], **kwarg
     Example:
       printf 'render frame-1.sh\\nrender frame-2.sh\\n' | qdone enqueue-batch -
     """
-    q, dlq_suffix = queue_options(kwargs)
-    dedup = _dedup_settings(kwargs, None)
-    options = dataclasses.replace(options_from(ctx), dlq_suffix=dlq_suffix)
+    options = options_from(ctx)
     output = make_output(options)
-    settings = SendSettings(
-        group_id=kwargs["group_id"],
-        group_per_message=kwargs["group_id_per_message"],
-        delay=kwargs["delay"],
-    )
-    check_dedup(options, dedup)
     lines = read_sources(files)
-    with (
-        cache_for(options, output) as cache,
-        open_for(options, output) as broker,
-        deduper_for(options, output, broker, cache, dedup) as deduper,
-    ):
+    with client_for(options, output) as client:
         with _progress(output, len(lines)) as progress:
-            outcome = enqueue_batch(
-                broker,
-                options,
-                q,
-                lines,
-                settings,
-                on_create=lambda name: output.info(f"Created queue {name}"),
-                progress=progress,
-                on_sent=None if cache is None else lambda name: cache.notify([name]),
-                deduper=deduper,
+            outcome = client.enqueue_batch(
+                lines, progress=progress, **queue_kwargs(kwargs), **kwargs
             )
         for note in outcome.notes:
             output.warn(note)
@@ -247,18 +187,17 @@ def enqueue_batch_command(ctx: click.Context, /, files: tuple[str, ...], **kwarg
 RANGE_AFTER = 10  # a longer run of failed lines is reported as one range
 
 
-def _runs(failed: list[FailedLine], lines: list[BatchLine]) -> list[list[FailedLine]]:
+def _runs(failed: list[NotEnqueued], lines: list[BatchLine]) -> list[list[NotEnqueued]]:
     """The failed lines in runs that share a file and a reason, with no enqueued line
     between them (a full store fails every line after the first that did not fit:
     one report, not thousands)."""
-    index = {id(line): n for n, line in enumerate(lines)}
-    runs: list[list[FailedLine]] = []
-    for f in sorted(failed, key=lambda f: index[id(f.line)]):
+    runs: list[list[NotEnqueued]] = []
+    for f in sorted(failed, key=lambda f: f.index):
         last = runs[-1][-1] if runs else None
         if (
             last is not None
-            and index[id(f.line)] == index[id(last.line)] + 1
-            and (f.line.source, f.reason) == (last.line.source, last.reason)
+            and f.index == last.index + 1
+            and (lines[f.index].source, f.reason) == (lines[last.index].source, last.reason)
         ):
             runs[-1].append(f)
         else:
@@ -275,18 +214,18 @@ def _progress(output: Output, total: int) -> Iterator[Callable[[int], None] | No
         yield bar.update
 
 
-def _report(output: Output, outcome: BatchOutcome, lines: list[BatchLine]) -> None:
+def _report(output: Output, outcome: EnqueueBatchResult, lines: list[BatchLine]) -> None:
     total = len(lines)
     for run in _runs(outcome.failed, lines):
         first, last = run[0], run[-1]
         if len(run) <= RANGE_AFTER:
             for f in run:
-                output.error(f"{f.line.where}: not enqueued to {f.line.queue}: {f.reason}")
+                output.error(f"{f.where}: not enqueued to {f.queue}: {f.reason}")
             continue
-        queues = sorted({f.line.queue for f in run})
+        queues = sorted({f.queue for f in run})
         to = queues[0] if len(queues) == 1 else f"{len(queues)} queues"
         output.error(
-            f"{first.line.where}-{last.line.lineno}: none of these {len(run):,} lines was "
+            f"{first.where}-{lines[last.index].lineno}: none of these {len(run):,} lines was "
             f"enqueued (to {to}): {first.reason}"
         )
     if outcome.skipped:
@@ -294,18 +233,18 @@ def _report(output: Output, outcome: BatchOutcome, lines: list[BatchLine]) -> No
         output.info(f"Skipped {outcome.skipped} {noun}")
         output.event(
             "DUPLICATE_SKIPPED",
-            {"skipped": outcome.skipped, "queues": outcome.skipped_per_queue},
+            {"skipped": outcome.skipped, "queues": outcome.skipped_queues},
         )
-    output.info(f"Enqueued {outcome.sent} jobs")
+    output.info(f"Enqueued {outcome.enqueued} jobs")
     output.event(
         "BATCH_ENQUEUED",
-        {"enqueued": outcome.sent, "failed": len(outcome.failed), "queues": outcome.per_queue},
+        {"enqueued": outcome.enqueued, "failed": len(outcome.failed), "queues": outcome.queues},
     )
     if outcome.failed:
-        error = outcome.fatal
+        error = outcome.error
         summary = (
             f"{len(outcome.failed)} of {total} lines were not enqueued (listed above); "
-            f"the other {outcome.sent} were"
+            f"the other {outcome.enqueued} were"
         )
         if outcome.skipped:
             summary += f" ({outcome.skipped} duplicates skipped)"

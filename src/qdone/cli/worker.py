@@ -81,14 +81,11 @@ from ..worker.events import (
     Waiting,
 )
 from .archive import ArchiveWriter
-from .common import client_for, dedup_store, global_options, options_from
+from .common import client_for, global_options, options_from
 from .limits import concurrency_within, open_files_shortfall
 
 if TYPE_CHECKING:
     from ..api import Client
-    from ..broker.base import Broker
-    from ..cache import Cache
-    from ..config import Options
     from ..dedup import RunClaims
 
 __all__ = ["WorkerView", "worker_command"]
@@ -510,9 +507,7 @@ def worker_command(ctx: click.Context, /, queues: tuple[str, ...], **kw: Any) ->
         kw["concurrency"] = fits
     with client_for(options, output) as client:
         view = WorkerView(output, kw["kill_after"], kw["concurrency"])
-        claims = _run_claims(
-            options, output, client.broker, client.cache, dedup_period, dedup_stats
-        )
+        claims = _run_claims(client, output, dedup_period, dedup_stats)
         _install_signals(client, output)
         summary = client.work(
             queues, dlq_suffix=dlq_suffix, on_event=view, archive_to=archive, claims=claims, **kw
@@ -526,16 +521,12 @@ def worker_command(ctx: click.Context, /, queues: tuple[str, ...], **kw: Any) ->
 
 
 def _run_claims(
-    options: Options,
-    output: Output,
-    broker: Broker,
-    cache: Cache | None,
-    dedup_period: int,
-    dedup_stats: bool,
+    client: Client, output: Output, dedup_period: int, dedup_stats: bool
 ) -> RunClaims | None:
     """Claims for messages sent with --external-dedup: in the SQLite store, or in
     the fleet's Redis; None with neither (such messages then simply run)."""
-    store = dedup_store(options, broker, cache)
+    cache = client.cache
+    store = client.dedup_store()
     if store is None:
         return None
     from ..dedup import RunClaims
