@@ -105,3 +105,18 @@ def test_a_failing_stderr_is_ignored() -> None:
     )
     output.info("hello")
     output.warn("careful")
+
+
+@pytest.mark.parametrize("closed", ["stdout", "stderr"])
+def test_a_worker_started_with_a_closed_stdout_or_stderr_runs_its_jobs(
+    site: Site, closed: str
+) -> None:
+    site.enqueue_many("out", [f"echo {n}" for n in range(JOBS)])
+    fd = 1 if closed == "stdout" else 2
+    command = f'exec "$@" {fd}>&-'
+    args = ["sh", "-c", command, "sh", QDONE, "worker", "--drain", "-w", site.wait, "out"]
+    result = subprocess.run(args, env=site.env, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr and "failed:" not in result.stderr
+    assert site.counts("out") == (0, 0)
+    assert site.counts("out_failed") == (0, 0)

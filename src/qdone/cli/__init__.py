@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import os
 import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -98,8 +99,26 @@ def _fail(err: QdoneError) -> int:
     return int(err.exit_code)
 
 
+def _fill_closed_standard_streams() -> None:
+    """A descriptor 0, 1 or 2 closed by whoever started qdone becomes ``/dev/null``:
+    nothing qdone opens later (the SQLite store) can take its number and receive
+    what is meant for stdout or stderr, and output to it goes nowhere, quietly."""
+    for fd in (0, 1, 2):
+        try:
+            os.fstat(fd)
+        except OSError:
+            if os.open(os.devnull, os.O_RDWR) != fd:  # takes the lowest free number
+                return
+            name = ("stdin", "stdout", "stderr")[fd]
+            if getattr(sys, name) is None:
+                mode = "r" if fd == 0 else "w"
+                stream = open(fd, mode, encoding="utf-8", closefd=False)  # noqa: SIM115 - for the process
+                setattr(sys, name, stream)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point of the ``qdone`` console script."""
+    _fill_closed_standard_streams()
     try:
         code = qdone.main(args=argv, prog_name="qdone", standalone_mode=False)
     except QdoneError as err:
