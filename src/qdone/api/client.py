@@ -10,123 +10,33 @@ are left alone (kept, never used or closed by the child).
 from __future__ import annotations
 
 import dataclasses
-import os
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from ..batchfile import BatchLine
 from ..broker import open_broker
 from ..broker.base import Broker
-from ..config import DEFAULTS, Options, QueueOptions
+from ..config import DEFAULTS, Options
 from ..enqueue import EnqueueResult, SendSettings, enqueue, enqueue_batch
 from ..errors import QdoneError, UsageError
 from ..queues import names_for
+from .fleet import dedup_store, deduper, fleet, open_cache
+from .options import INHERITED, ForkState, dedup_settings, names, queue_options, whole
 from .results import EnqueueBatchResult, batch_lines, batch_result
 
 # The worker and monitor are loaded by the methods that use them: an enqueue
 # (``qdone enqueue`` included) loads neither.
 if TYPE_CHECKING:
     from ..cache import Cache
-    from ..dedup import Deduper, DedupSettings, DedupStore, RunClaims
+    from ..dedup import DedupStore, RunClaims
     from ..monitor import Snapshot
     from ..worker import Worker
     from ..worker.events import Event, Summary
     from ..worker.handler import Handler
 
 __all__ = ["Client"]
-
-
-class _Process:
-    """Bumped in a child process after ``fork``: a client then opens its broker anew."""
-
-    generation = 0
-    lock = threading.Lock()
-
-
-def _after_fork_in_child() -> None:
-    _Process.generation += 1
-    _Process.lock = threading.Lock()  # another thread may have held the parent's
-
-
-os.register_at_fork(after_in_child=_after_fork_in_child)
-
-#: Brokers a child inherited from its parent: neither used nor closed there (SQLite
-#: forbids using a connection across fork), only kept from being collected.
-_INHERITED: list[Broker] = []
-
-
-def _whole(option: str, value: int | None) -> None:
-    if value is not None and (isinstance(value, bool) or not isinstance(value, int)):
-        raise UsageError(f"{option} must be a whole number, not {value!r}")
-
-
-def _names(what: str, given: str | Iterable[str]) -> tuple[str, ...]:
-    names = (given,) if isinstance(given, str) else tuple(given)
-    if not names:
-        raise UsageError(f"no {what} given")
-    for name in names:
-        if not isinstance(name, str):
-            raise UsageError(f"{what} must be strings, not {name!r}")
-    return names
-
-
-def _dedup_settings(
-    external_dedup: bool,
-    explicit_id: str | None,
-    period: int,
-    id_per_message: bool,
-    stats: bool,
-    on_error: str,
-) -> DedupSettings | None:
-    """The settings of ``--external-dedup``; None without it."""
-    _whole("--dedup-period", period)
-    if id_per_message and explicit_id:
-        raise UsageError("use either --deduplication-id or --dedup-id-per-message, not both")
-    if not external_dedup:
-        return None
-    if not 1 <= period <= 1_209_600:
-        raise UsageError(f"--dedup-period must be 1 to 1209600 seconds, not {period}")
-    if on_error not in ("send", "fail"):
-        raise UsageError(f"--dedup-on-error must be 'send' or 'fail', not {on_error!r}")
-    from ..dedup import DedupSettings
-
-    return DedupSettings(
-        period=period,
-        explicit_id=explicit_id,
-        id_per_message=id_per_message,
-        stats=stats,
-        on_error="send" if on_error == "send" else "fail",
-    )
-
-
-def _queue_options(
-    *,
-    fifo: bool,
-    retries: int,
-    dlq: bool,
-    dlq_after: int,
-    fail_delay: int,
-    message_retention_period: int,
-    tags: Mapping[str, str] | None,
-) -> QueueOptions:
-    for option, value in (
-        ("--retries", retries),
-        ("--dlq-after", dlq_after),
-        ("--fail-delay", fail_delay),
-        ("--message-retention-period", message_retention_period),
-    ):
-        _whole(option, value)
-    return QueueOptions(
-        fifo=fifo,
-        message_retention_period=message_retention_period,
-        fail_delay=fail_delay,
-        dlq=dlq,
-        dlq_after=dlq_after,
-        retries=retries,
-        tags=dict(tags or {}),
-    )
 
 
 class Client:
@@ -171,8 +81,8 @@ class Client:
         self._workers: list[Worker] = []
         self._stop_pending = False
         self._closed = False
-        self._generation = _Process.generation
-        self._cache = self._open_cache()  # checks the URI; connects on first use
+        self._generation = ForkState.generation
+        self._cache = open_cache(self.options)  # checks the URI; connects on first use
         self._broker = open_broker(self.options, reads_only=self._reads_only)
 
     # -- the broker ---------------------------------------------------------------
@@ -191,28 +101,24 @@ class Client:
     def _current(self) -> Broker:
         if self._closed:
             raise QdoneError("this qdone.Client is closed")
-        if self._generation != _Process.generation:
-            with _Process.lock:
-                if self._generation != _Process.generation:
-                    _INHERITED.append(self._broker)
+        if self._generation != ForkState.generation:
+            with ForkState.lock:
+                if self._generation != ForkState.generation:
+                    INHERITED.append(self._broker)
                     self._workers = []
                     self._broker = open_broker(self.options, reads_only=self._reads_only)
-                    self._cache = self._open_cache()
-                    self._generation = _Process.generation
+                    self._cache = open_cache(self.options)
+                    self._generation = ForkState.generation
         return self._broker
-
-    def _open_cache(self) -> Cache | None:
-        if self.options.cache_uri is None:
-            return None
-        from ..cache import open_cache  # loads redis-py
-
-        options = self.options
-        assert options.cache_uri is not None
-        return open_cache(options.cache_uri, options.cache_prefix, options.cache_ttl_seconds)
 
     def _on_sent(self) -> Callable[[str], object] | None:
         cache = self.cache
         return None if cache is None else lambda name: cache.notify([name])
+
+    def dedup_store(self) -> DedupStore | None:
+        """Where deduplication windows and run claims live: the SQLite store's own
+        tables, else the fleet's Redis (``cache_uri``); None with neither."""
+        return dedup_store(self.broker, self._cache)
 
     def close(self) -> None:
         """Close the broker's connections (in this process), and the cache's."""
@@ -222,35 +128,6 @@ class Client:
             broker.close()
             if cache is not None:
                 cache.close()
-
-    def dedup_store(self) -> DedupStore | None:
-        """Where deduplication windows and run claims live: the SQLite store's own
-        tables, else the fleet's Redis (``cache_uri``); None with neither."""
-        broker = self.broker
-        if broker.service == "SQLite":
-            from ..broker.sqlite import SqliteBroker
-
-            assert isinstance(broker, SqliteBroker)
-            return broker.dedup()
-        if self._cache is None:
-            return None
-        from ..cache.dedup import RedisDedup
-
-        return RedisDedup(self._cache)
-
-    def _deduper(self, dedup: DedupSettings | None) -> Deduper | None:
-        """The enqueue side of ``external_dedup``, or None without it."""
-        if dedup is None:
-            return None
-        store = self.dedup_store()
-        if store is None:
-            raise UsageError(
-                "--external-dedup needs --cache-uri with --broker sqs (the SQLite store keeps "
-                "its own deduplication windows)"
-            )
-        from ..dedup import Deduper
-
-        return Deduper(store, dedup)
 
     def full_name(self, queue: str, *, fifo: bool = False) -> str:
         """The full name of ``queue`` (``qdone_render``), as events name it."""
@@ -349,8 +226,8 @@ class Client:
         (``external_dedup``) and notes on options the queue does not have."""
         if not isinstance(queue, str) or not isinstance(command, str):
             raise UsageError(f"queue and command must be strings, not {queue!r}, {command!r}")
-        _whole("--delay", delay)
-        q = _queue_options(
+        whole("--delay", delay)
+        q = queue_options(
             fifo=fifo,
             retries=retries,
             dlq=dlq,
@@ -359,7 +236,7 @@ class Client:
             message_retention_period=message_retention_period,
             tags=tags,
         )
-        dedup = _dedup_settings(
+        dedup = dedup_settings(
             external_dedup,
             deduplication_id,
             dedup_period,
@@ -377,7 +254,7 @@ class Client:
             settings,
             on_create=self._on_create,
             on_sent=self._on_sent(),
-            deduper=self._deduper(dedup),
+            deduper=None if dedup is None else deduper(self.dedup_store(), dedup),
         )
 
     def enqueue_batch(
@@ -409,8 +286,8 @@ class Client:
         the broker refuses are retried; what still fails is listed in the result's
         ``failed``, and everything else was enqueued. ``progress`` is called with
         the number of jobs of each batch sent."""
-        _whole("--delay", delay)
-        q = _queue_options(
+        whole("--delay", delay)
+        q = queue_options(
             fifo=fifo,
             retries=retries,
             dlq=dlq,
@@ -419,7 +296,7 @@ class Client:
             message_retention_period=message_retention_period,
             tags=tags,
         )
-        dedup = _dedup_settings(
+        dedup = dedup_settings(
             external_dedup, None, dedup_period, dedup_id_per_message, dedup_stats, dedup_on_error
         )
         settings = SendSettings(
@@ -435,7 +312,7 @@ class Client:
             on_create=self._on_create,
             progress=progress,
             on_sent=self._on_sent(),
-            deduper=self._deduper(dedup),
+            deduper=None if dedup is None else deduper(self.dedup_store(), dedup),
         )
         return batch_result(lines, outcome)
 
@@ -478,7 +355,7 @@ class Client:
         from ..worker.events import WorkerSettings
 
         settings = WorkerSettings(
-            queues=_names("queues", queues),
+            queues=names("queues", queues),
             fifo=fifo,
             kill_after=kill_after,
             wait_time=wait_time,
@@ -501,7 +378,7 @@ class Client:
             handler=handler,
             archive_to=archive_to,
             claims=claims,
-            **self._fleet(broker),
+            **fleet(self._cache, broker),
         )
         self._workers.append(worker)
         if self._stop_pending:  # stop() came while this call was starting
@@ -511,15 +388,6 @@ class Client:
             return worker.run()
         finally:
             self._workers.remove(worker)
-
-    def _fleet(self, broker: Broker) -> dict[str, Any]:
-        """With ``cache_uri``: queue checks shared through the fleet's Redis, and
-        wake-ups from producers (both fail-soft: with Redis down, as without them)."""
-        if self._cache is None:
-            return {}
-        from ..worker.checks import CachedCounts, CacheWakes
-
-        return {"counts": CachedCounts(self._cache, broker), "wakes": CacheWakes(self._cache)}
 
     def stop(self) -> None:
         """Make the ``work()`` calls running now take no new job, let their running
@@ -558,11 +426,11 @@ class Client:
         ``qdone monitor`` shows."""
         from ..monitor import take_snapshot
 
-        return take_snapshot(self.broker, self.options, _names("patterns", patterns))
+        return take_snapshot(self.broker, self.options, names("patterns", patterns))
 
     def save_counts(self, snapshot: Snapshot, patterns: str | Sequence[str]) -> int:
         """Publish ``snapshot``'s totals per pattern to CloudWatch (SQS only), as
         ``qdone monitor --save``; how many metrics."""
         from ..monitor import save
 
-        return save(self.broker, snapshot, self.options, _names("patterns", patterns))
+        return save(self.broker, snapshot, self.options, names("patterns", patterns))
