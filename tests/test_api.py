@@ -445,3 +445,26 @@ def test_external_dedup_skips_a_duplicate_inside_its_window(sqlite_client: qdone
     assert (result.enqueued, result.skipped) == (1, 1)
     with pytest.raises(qdone.UsageError, match="either --deduplication-id or --dedup-id-per"):
         sqlite_client.send("once", "x", deduplication_id="d", dedup_id_per_message=True)
+
+
+# Names whose use in a command would be a second code path beside the Client's.
+ENGINE = {
+    "qdone.enqueue": {"enqueue", "enqueue_batch"},
+    "qdone.worker": {"Worker"},
+    "qdone.worker.loop": {"Worker"},
+    "qdone.monitor": {"take_snapshot", "save"},
+    "qdone.broker": {"open_broker"},
+}
+
+
+@pytest.mark.parametrize("command", ["enqueue", "worker", "monitor"])
+def test_the_commands_run_through_the_client(command: str) -> None:
+    import ast
+
+    path = HERE.parent / "src" / "qdone" / "cli" / f"{command}.py"
+    used = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module is not None:
+            module = "qdone." + node.module if node.level == 2 else node.module
+            used += [alias.name for alias in node.names if alias.name in ENGINE.get(module, ())]
+    assert used == []
