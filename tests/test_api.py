@@ -468,3 +468,14 @@ def test_the_commands_run_through_the_client(command: str) -> None:
             module = "qdone." + node.module if node.level == 2 else node.module
             used += [alias.name for alias in node.names if alias.name in ENGINE.get(module, ())]
     assert used == []
+
+
+def test_kill_ends_the_running_shell_jobs_and_work_returns(sqlite_client: qdone.Client) -> None:
+    sqlite_client.enqueue("long", "sleep 60")
+
+    def on_event(event: qdone.Event) -> None:
+        if isinstance(event, qdone.JobStarted):
+            sqlite_client.kill()
+
+    summary = sqlite_client.work("long", wait_time=0, on_event=on_event)
+    assert summary.killed and summary.succeeded == 0
