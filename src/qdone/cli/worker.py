@@ -281,6 +281,7 @@ class WorkerView:
                 "succeeded": e.succeeded,
                 "failed": e.failed,
                 "retried": e.retried,
+                "failedForGood": e.gave_up,
                 "archived": e.archived,
                 "interrupted": e.interrupted or None,
                 "killed": e.killed or None,
@@ -478,7 +479,9 @@ def worker_command(ctx: click.Context, /, queues: tuple[str, ...], **kw: Any) ->
       0    no job failed for good (--drain); without --drain, always, once
            stopped by a signal
       1    --drain: a job of the run failed for good (no attempt left: it
-           is, or will be, in the failed queue); a broker error
+           is, or will be, in the failed queue; a job failing on a queue
+           without a redrive policy, such as a failed queue, stays there
+           and does not count); a broker error
       2, 3 bad options; broker unreachable (see 'qdone --help')
       130  stopped by a second signal
 
@@ -516,7 +519,7 @@ def worker_command(ctx: click.Context, /, queues: tuple[str, ...], **kw: Any) ->
         archive.check()
     if summary.killed:
         raise SystemExit(int(ExitCode.INTERRUPTED))
-    if kw["drain"] and summary.failed > summary.retried:  # some failed for good
+    if kw["drain"] and summary.gave_up:  # some failed for good
         raise SystemExit(int(ExitCode.FAILURE))
 
 

@@ -216,6 +216,10 @@ class Summary:
     archived: int
     killed: bool
     interrupted: int = 0  # jobs ended by the service's stop, their messages given back
+    # Of the failed, how many had no attempt left: in the failed queue, or moved there
+    # by the redrive. A failure on a queue without a redrive policy is not counted: its
+    # message stays where it is and comes back after the visibility timeout.
+    gave_up: int = 0
 
 
 Event = (

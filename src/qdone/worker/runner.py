@@ -48,7 +48,7 @@ class _NotStarted(Exception):
     """A job the worker could not start for want of resources (see ``_NO_RESOURCES``)."""
 
 
-STATS = ("ran", "succeeded", "failed", "retried", "archived", "interrupted")
+STATS = ("ran", "succeeded", "failed", "retried", "archived", "interrupted", "gave_up")
 
 
 class RunningJob(Protocol):
@@ -317,6 +317,7 @@ class Runner:
             JobFailed(q.name, m.message_id, m.body, m.receive_count, attempts, not retry, result)
         )
         if not retry:
+            self._count("gave_up")
             # Visible at once: the redrive moves it on its next receive (the SQLite
             # store moves it at once), no waiting.
             self._acker.change(m, 0)
