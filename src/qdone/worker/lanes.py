@@ -62,6 +62,7 @@ class Lanes:
         stopping: threading.Event,
         emit: Callable[[Event], None],
         refresh: Callable[[], None],
+        describe: Callable[[QueueRef], QueueRef],
         nice: bool,
     ) -> None:
         self._broker = broker
@@ -76,6 +77,7 @@ class Lanes:
         self._stopping = stopping
         self._emit = emit
         self._refresh = refresh
+        self._describe = describe
         self._nice = nice
         self._sqlite = broker.service != "SQS"
         linger = settings.receive_linger
@@ -147,6 +149,8 @@ class Lanes:
             failed = exc
         for m in messages:
             self._acker.hold(m, received_at, self._visibility())
+        if messages:
+            q = self._described(q)
         runs = [Run(q, chain, received_at) for chain in chains(q, messages)]
         mine, others = (runs[:1], runs[1:]) if run_first else (runs, [])
         with self._cond:
@@ -155,7 +159,9 @@ class Lanes:
             # Draining with no job left, an empty queue must show no delayed message too.
             check = self._settings.drain and not (messages or failed or self._slots.running())
             if failed is None:
-                self._schedule.received(q.url, len(messages), self._clock(), epoch, not check)
+                self._schedule.received(
+                    q.url, pick.n, len(messages), self._clock(), epoch, not check
+                )
             self.handoff.extend(others)
             self._cond.notify_all()
         if failed is not None:
@@ -173,6 +179,16 @@ class Lanes:
             self._refresh()  # deleted: the listing drops it
         else:
             self._emit(BrokerTrouble(q.name, str(exc), pause))
+
+    def _described(self, q: QueueRef) -> QueueRef:
+        """``q`` with its redrive limit and retention, read when its first messages
+        came (failing that, as a queue without redrive: the broker's redrive still
+        applies, at the next receive after its visibility timeout)."""
+        try:
+            return self._describe(q)
+        except BrokerError as exc:
+            self._emit(BrokerTrouble(q.name, str(exc), 0.0))
+            return q
 
     def _visibility(self) -> int:
         return min(self._settings.initial_visibility, self._settings.cover())

@@ -134,6 +134,7 @@ class Worker:
             stopping=self._stopping,
             emit=self._emit,
             refresh=self._refresh,
+            describe=self._resolver.describe,
             nice=handler is None,  # a handler runs in the worker, at its priority
         )
         self._emit_lock = threading.Lock()
@@ -173,7 +174,7 @@ class Worker:
         ]
         if self._wakes is not None:
             wakes = self._wakes
-            self._thread(lambda: self._watcher.wake_loop(wakes), "qdone-wake")
+            threads.append(self._thread(lambda: self._watcher.wake_loop(wakes), "qdone-wake"))
         try:
             self._main_loop()
         finally:
@@ -278,7 +279,7 @@ class Worker:
             runs = self._lanes.receive(Pick(q, n, wait_time, True), run_first=False)
             received += sum(len(r.chain) for r in runs)
             for r in runs:
-                args = (q, r.chain, r.received_at)
+                args = (r.queue, r.chain, r.received_at)
                 threads.append(threading.Thread(target=self._runner.run_chain, args=args))
                 threads[-1].start()
         for t in threads:

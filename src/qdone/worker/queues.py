@@ -1,5 +1,7 @@
 """Which queues a worker listens to: names and trailing-``*`` wildcards, resolved
-to urls, with each queue's redrive limit and retention read once and cached."""
+to urls. A queue's redrive limit, retention and visibility timeout are read once
+(``describe``), when its first messages arrive, and cached: a worker on a
+thousand idle queues makes no call for them."""
 
 from __future__ import annotations
 
@@ -29,6 +31,7 @@ class QueueRef:
     max_receives: int | None  # the redrive policy's maxReceiveCount; None: no redrive
     retention: int  # seconds
     visibility: int = DEFAULT_VISIBILITY  # the queue's VisibilityTimeout, seconds
+    described: bool = True  # False: the three above are not read yet (``describe``)
 
 
 @dataclass(frozen=True)
@@ -103,16 +106,29 @@ class QueueResolver:
         return self.include_dead or not base.endswith(self.options.dlq_suffix)
 
     def _add(self, found: dict[str, QueueRef], url: str) -> None:
-        if url in found:
-            return
-        ref = self._refs.get(url)
-        if ref is None:
-            try:
-                ref = self._describe(url)
-            except QueueNotFound:  # deleted between the listing and now
-                return
-            self._refs[url] = ref
-        found[url] = ref
+        if url not in found:
+            found[url] = self._refs.get(url) or self._bare(url)
+
+    def _bare(self, url: str) -> QueueRef:
+        name = self.broker.queue_name(url)
+        return QueueRef(
+            url=url,
+            name=name,
+            fifo=name.endswith(FIFO_SUFFIX),  # SQS requires the suffix on FIFO queues
+            max_receives=None,
+            retention=DEFAULTS.message_retention_period,
+            described=False,
+        )
+
+    def describe(self, ref: QueueRef) -> QueueRef:
+        """``ref`` with its attributes read (once per queue; then cached). Raises
+        ``BrokerError``."""
+        if ref.described:
+            return ref
+        found = self._refs.get(ref.url)
+        if found is None:
+            found = self._refs[ref.url] = self._describe(ref.url)
+        return found
 
     def _describe(self, url: str) -> QueueRef:
         attributes = self.broker.get_queue_attributes(url, _ATTRIBUTES)

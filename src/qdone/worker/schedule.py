@@ -1,11 +1,13 @@
 """Which queue a worker polls next, and how: the polling policy, without threads.
 
 A queue is *known* to hold work when its counts showed messages, a wake-up
-named it, or its last receive returned some; *hot* for ``hot_window`` seconds
-after a receive returned messages. Receives need job slots (a receive is an
-attempt on qdone's layout), so they go, in turn, to known queues first, then hot
-ones, then (when every queue can long-poll at once: ``n <= concurrency`` and
-not ``--active-only``) to the idle ones. A queue's turn comes after every other
+named it, or its last receive returned some; *hot* (busy) for a check period
+(at least ``--wait-time``) after a receive returned messages. Receives need job
+slots (a receive is an attempt on qdone's layout), so they go, in turn, to known
+queues first, then hot ones, then (when every queue can long-poll at once:
+``n <= concurrency`` and not ``--active-only``) to the idle ones. With more
+queues than that, hot queues that came back empty are checked every
+``HOT_CHECK`` seconds, idle ones once per check period. A queue's turn comes after every other
 waiting queue of its class: never back to the queue that just polled.
 
 A receive waits the full ``wait_time`` only if, after it, every queue without a
@@ -41,17 +43,20 @@ KNOWN, HOT, IDLE = 0, 1, 2  # classes of receivable queues, served in this order
 SHORT_WAIT = 1  # s: a receive that could keep another queue from a slot waits no longer
 SQS_DRAIN_WAIT, SQLITE_DRAIN_WAIT = 1, 0  # draining: the longest receive wait
 JITTER = 2.0  # s: the most a worker's checks come after a queue's phase
+HOT_CHECK = 2.0  # s: a busy queue that came back empty is checked this often
+CHECK_SLACK = 2  # s: a check, a receive and a job's start, within --idle-check-seconds
 MAX_PAUSE = 30.0  # s: the longest backoff after failed receives
 
 
 def check_period(*, queues: int, wait_time: int, idle_check: int, active_only: bool) -> float:
     """Seconds between two checks of an idle queue: ``--wait-time`` with
     ``--active-only``; otherwise about one check a second across all queues, but
-    never more often than once per ``--wait-time`` nor less than once per
-    ``--idle-check`` (so a queue never costs more than a long-polled one)."""
+    never more often than once per ``--wait-time`` (so a queue never costs more
+    than a long-polled one) nor less than once per ``--idle-check`` less the
+    ``CHECK_SLACK`` a found job needs to start."""
     if active_only:
         return float(max(1, wait_time))
-    return float(max(1, wait_time, min(idle_check, queues)))
+    return float(max(1, wait_time, min(idle_check - CHECK_SLACK, queues)))
 
 
 @dataclass(frozen=True)
@@ -71,6 +76,7 @@ class _State:
     inflight: bool = False
     checking: bool = False
     known: bool = False
+    expect: int = MAX_BATCH  # messages a receive may find: the last count or receive
     hot_until: float = 0.0
     next_check: float = 0.0
     turn: int = 0
@@ -105,7 +111,6 @@ class Schedule:
         self.short_wait = short_wait
         self.drain_wait = drain_wait
         self.jitter = jitter
-        self.hot_window = 0.0 if active_only or drain else float(max(1, wait_time))
         self.epoch = 0
         self._queues: dict[str, _State] = {}
         self._turns = 0
@@ -177,7 +182,7 @@ class Schedule:
         cls, _, state = best
         if cls == KNOWN and free < fill:
             return None
-        n = min(MAX_BATCH, free) if cls == KNOWN else 1
+        n = min(MAX_BATCH, free, state.expect) if cls == KNOWN else 1
         wait = self.wait_time if free - n >= waiting - 1 else min(self.short_wait, self.wait_time)
         if self.drain:
             wait = min(wait, self.drain_wait)
@@ -191,16 +196,19 @@ class Schedule:
             return None
         if state.known:
             return KNOWN
+        if not self.longpoll_all():
+            return None  # idle and busy queues alike are checked (``_check_due``)
         if now < state.hot_until:
             return HOT
-        if not self.longpoll_all():
-            return None
         if self.drain and not self._needs_confirming(state, now, running):
             return None
         return IDLE
 
-    def received(self, url: str, got: int, now: float, epoch: int, empty: bool = True) -> None:
-        """A receive of ``url`` begun at ``epoch`` returned ``got`` messages; if none,
+    def received(
+        self, url: str, asked: int, got: int, now: float, epoch: int, empty: bool = True
+    ) -> None:
+        """A receive of ``url`` begun at ``epoch`` asked ``asked`` and returned ``got``
+        messages; if none,
         draining, the queue was seen empty unless ``empty`` is False (its counts will
         say)."""
         state = self._queues.get(url)
@@ -208,14 +216,16 @@ class Schedule:
             return
         state.inflight = False
         state.known = got > 0
+        # All it asked for: there may be more. Fewer: about that many are left to come.
+        state.expect = MAX_BATCH if got >= asked else max(1, got)
         state.failing = False
         if got:
-            state.hot_until = now + self.hot_window
+            state.hot_until = now + self._hot_window()
         elif self.drain:
             if empty:
                 self._seen_empty(state, epoch, now)
         else:
-            state.next_check = max(state.next_check, self._next_slot(state, now))
+            state.next_check = self._after_check(state, now)
 
     def failed(self, url: str, now: float) -> float:
         """A receive of ``url`` failed: no receive nor check of it for a backoff,
@@ -257,9 +267,7 @@ class Schedule:
             if state.delayed:
                 return now >= state.next_check
             return self._needs_confirming(state, now, running)
-        if self.longpoll_all() or now < state.hot_until:
-            return False
-        return now >= state.next_check
+        return not self.longpoll_all() and now >= state.next_check
 
     def checked(self, url: str, visible: int, delayed: int, now: float, epoch: int) -> None:
         """Counts of ``url`` read (begun at ``epoch``); -1: the check failed."""
@@ -267,9 +275,10 @@ class Schedule:
         if state is None:
             return
         state.checking = False
-        state.next_check = self._next_slot(state, now)
+        state.next_check = self._after_check(state, now)
         if visible > 0:
             state.known = True
+            state.expect = min(MAX_BATCH, visible)
         state.delayed = self.drain and delayed > 0
         if state.delayed:
             state.next_check = now + 1.0
@@ -282,6 +291,7 @@ class Schedule:
         if state is None:
             return False
         state.known = True
+        state.expect = MAX_BATCH
         return True
 
     def next_check_at(self) -> float:
@@ -290,6 +300,17 @@ class Schedule:
             s.next_check for s in self._queues.values() if not (s.checking or s.inflight or s.known)
         ]
         return min(times, default=math.inf)
+
+    def _hot_window(self) -> float:
+        """How long a queue counts as busy after a receive returned messages."""
+        if self.active_only or self.drain:
+            return 0.0
+        return max(float(self.wait_time), self.period())
+
+    def _after_check(self, state: _State, now: float) -> float:
+        """When to check a queue next: a busy one every ``HOT_CHECK`` seconds, an
+        idle one at its next slot."""
+        return now + HOT_CHECK if now < state.hot_until else self._next_slot(state, now)
 
     def _next_slot(self, state: _State, now: float) -> float:
         """The first of the queue's check times after ``now``."""

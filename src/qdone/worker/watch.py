@@ -70,10 +70,14 @@ class Watcher:
 
     def wake_loop(self, wakes: WakeSource) -> None:
         """The wake-up thread's body: each queue named is polled at the next free slot."""
-        for name in wakes.wakes():
-            if self._stopping.is_set():
-                return
-            with self._cond:
-                url = self.names.get(name)
-                if url is not None and self._schedule.wake(url):
-                    self._cond.notify_all()
+        try:
+            for name in wakes.wakes():
+                if self._stopping.is_set():
+                    return
+                with self._cond:
+                    url = self.names.get(name)
+                    if url is not None and self._schedule.wake(url):
+                        self._cond.notify_all()
+        except Exception as exc:  # an accelerator: its failure ends wake-ups, not the worker
+            if not self._stopping.is_set():
+                self._emit(BrokerTrouble("", f"wake-ups stopped: {exc}", 0.0))
