@@ -5,9 +5,8 @@ named it, or its last receive returned some; *hot* (busy) for a check period
 (at least ``--wait-time``) after a receive returned messages. Receives need job
 slots (a receive is an attempt on qdone's layout), so they go, in turn, to known
 queues first, then hot ones, then (when every queue can long-poll at once:
-``n <= concurrency`` and not ``--active-only``) to the idle ones. With more
-queues than that, hot queues that came back empty are checked every
-``HOT_CHECK`` seconds, idle ones once per check period. A queue's turn comes after every other
+``n <= concurrency`` and not ``--active-only``) to the idle ones, which are
+otherwise checked once per check period. A queue's turn comes after every other
 waiting queue of its class: never back to the queue that just polled.
 
 A receive waits the full ``wait_time`` only if, after it, every queue without a
@@ -43,7 +42,6 @@ KNOWN, HOT, IDLE = 0, 1, 2  # classes of receivable queues, served in this order
 SHORT_WAIT = 1  # s: a receive that could keep another queue from a slot waits no longer
 SQS_DRAIN_WAIT, SQLITE_DRAIN_WAIT = 1, 0  # draining: the longest receive wait
 JITTER = 2.0  # s: the most a worker's checks come after a queue's phase
-HOT_CHECK = 2.0  # s: a busy queue that came back empty is checked this often
 CHECK_SLACK = 2  # s: a check, a receive and a job's start, within --idle-check-seconds
 MAX_PAUSE = 30.0  # s: the longest backoff after failed receives
 
@@ -196,10 +194,10 @@ class Schedule:
             return None
         if state.known:
             return KNOWN
-        if not self.longpoll_all():
-            return None  # idle and busy queues alike are checked (``_check_due``)
         if now < state.hot_until:
             return HOT
+        if not self.longpoll_all():
+            return None  # idle queues are checked (``_check_due``)
         if self.drain and not self._needs_confirming(state, now, running):
             return None
         return IDLE
@@ -308,9 +306,8 @@ class Schedule:
         return max(float(self.wait_time), self.period())
 
     def _after_check(self, state: _State, now: float) -> float:
-        """When to check a queue next: a busy one every ``HOT_CHECK`` seconds, an
-        idle one at its next slot."""
-        return now + HOT_CHECK if now < state.hot_until else self._next_slot(state, now)
+        """When to check a queue next: at its next slot (a busy one is polled)."""
+        return self._next_slot(state, now)
 
     def _next_slot(self, state: _State, now: float) -> float:
         """The first of the queue's check times after ``now``."""
