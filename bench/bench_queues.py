@@ -21,7 +21,8 @@ Workers other than the thread count run in this process (``qdone.worker.Worker``
 the code the CLI runs) so that their calls are counted exactly by their broker.
 
 Run:  python bench/bench_queues.py [--queues 500] [--idle 60] [--fleet 40]
-      [--probes 3] [--quick] [--json]
+      [--probes 3] [--jobs 500] [--only threads,idle,busy,fleet,wake,redis]
+      [--quick] [--json]
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ from qdone.worker.events import Event, JobStarted, JobSucceeded, WorkerSettings
 QDONE = qdone_exe()
 OPTIONS = Options(broker="sqs")
 ROWS: list[Row] = []
+PARTS = ("threads", "idle", "busy", "fleet", "wake", "redis")
 
 
 def add(row: Row) -> None:
@@ -72,6 +74,9 @@ def parse() -> argparse.Namespace:
     parser.add_argument("--probes", type=int, default=3, help="pickup probes (3)")
     parser.add_argument("--jobs", type=int, default=500, help="jobs on the 5 busy queues (500)")
     parser.add_argument("--quick", action="store_true", help="100 queues, shorter runs")
+    parser.add_argument(
+        "--only", default=",".join(PARTS), help=f"parts to run, of {','.join(PARTS)} (all)"
+    )
     parser.add_argument("--json", action="store_true", help="print rows as JSON lines")
     args = parser.parse_args()
     if args.quick:
@@ -292,22 +297,38 @@ def busy_among_many(moto: Moto, names: list[str], jobs: int) -> None:
     )
 
 
+def fleet_worker(argv: list[str]) -> None:
+    """``--fleet-worker MOTO_URL REDIS_URI SECONDS``: one ``--active-only --cache-uri``
+    worker in this process for SECONDS; prints its GetQueueAttributes calls."""
+    url, uri, seconds = argv[0], argv[1], float(argv[2])
+    with open_cache(uri, "fleet:") as cache:
+        run = Run(Moto(url, 0), ("pq*",), active_only=True, cache=cache)
+        time.sleep(seconds)
+        print(run.calls().get("GetQueueAttributes", 0), flush=True)
+        run.stop()
+
+
 def fleet_checks(moto: Moto, uri: str, n: int, seconds: float) -> None:
+    """Each worker in a process of its own, as a fleet's are."""
     counts = {}
     for size in (1, 3):
-        caches = [open_cache(uri, f"f{size}:") for _ in range(size)]
-        runs = [Run(moto, ("pq*",), active_only=True, cache=c) for c in caches]
-        time.sleep(seconds)
-        counts[size] = sum(r.calls().get("GetQueueAttributes", 0) for r in runs)
-        for r in runs:
-            r.stop()
-        for c in caches:
-            c.close()
+        with open_cache(uri) as cache:
+            cache.client.flushdb()  # the three do not start from the one's checks
+        procs = [
+            subprocess.Popen(
+                [sys.executable, __file__, "--fleet-worker", moto.url, uri, str(seconds)],
+                stdout=subprocess.PIPE,
+                stderr=subprocess.DEVNULL,
+                text=True,
+            )
+            for _ in range(size)
+        ]
+        counts[size] = sum(int(p.communicate(timeout=seconds + 120)[0].split()[-1]) for p in procs)
     ratio = counts[3] / counts[1]
     add(
         Row(
-            f"GetQueueAttributes of three `--active-only --cache-uri` workers on {n} queues, "
-            f"{seconds:.0f} s",
+            f"GetQueueAttributes of three `--active-only --cache-uri` workers on {n} queues "
+            f"(processes of their own), {seconds:.0f} s",
             f"{counts[3]:,}",
             f"{counts[1]:,} (one such worker alone)",
             f"{ratio:.2f}x",
@@ -369,13 +390,14 @@ def redis_killed(moto: Moto, uri: str, kill: Callable[[], None], names: list[str
         run = Run(moto, ("pq*",), concurrency=4, cache=cache)
         try:
             time.sleep(2)
-            for _ in range(10):
-                send(moto, rng.choice(names), "true", 5)
-            cache.notify([f"qdone_{n}" for n in names])  # as enqueue would
+            chosen = rng.sample(names, 10)
+            for name in chosen:
+                send(moto, name, "true", 5)
+            cache.notify([f"qdone_{n}" for n in chosen])  # as enqueue would
             wait(lambda: len(run.of(JobSucceeded)) >= 25, 120)
             kill()
-            for _ in range(10):
-                send(moto, rng.choice(names), "true", 5)
+            for name in rng.sample(names, 10):
+                send(moto, name, "true", 5)
             done = wait(lambda: len(run.of(JobSucceeded)) >= 100, 240)
             ran = len(run.of(JobSucceeded))
         finally:
@@ -392,18 +414,28 @@ def redis_killed(moto: Moto, uri: str, kill: Callable[[], None], names: list[str
 
 
 def main() -> None:
+    if sys.argv[1:2] == ["--fleet-worker"]:
+        fleet_worker(sys.argv[2:])
+        return
     args = parse()
     os.environ.setdefault("AWS_ACCESS_KEY_ID", "bench")
     os.environ.setdefault("AWS_SECRET_ACCESS_KEY", "bench")
     os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
     with moto_server() as moto, redis_server() as (uri, kill):
         names = make_queues(moto, args.queues)
-        threads_of_a_worker(moto, args.queues)
-        idle_and_pickup(moto, names, args)
-        busy_among_many(moto, names, args.jobs)
-        fleet_checks(moto, uri, args.queues, args.fleet)
-        cache_pickup(moto, uri, names, args.probes)
-        redis_killed(moto, uri, kill, names)
+        parts = args.only.split(",")
+        if "threads" in parts:
+            threads_of_a_worker(moto, args.queues)
+        if "idle" in parts:
+            idle_and_pickup(moto, names, args)
+        if "busy" in parts:
+            busy_among_many(moto, names, args.jobs)
+        if "fleet" in parts:
+            fleet_checks(moto, uri, args.queues, args.fleet)
+        if "wake" in parts:
+            cache_pickup(moto, uri, names, args.probes)
+        if "redis" in parts:
+            redis_killed(moto, uri, kill, names)
     emit(ROWS, args, "bench_queues.py")
 
 
