@@ -221,8 +221,7 @@ class SqsBroker(Broker):
             # for 5 minutes) instead of hiding them and burning an attempt.
             request["ReceiveRequestAttemptId"] = uuid.uuid4().hex
         with self._mapped(queue=self.queue_name(url)):
-            # Only a long poll may wait for its answer past the other calls' timeout.
-            client = self._clients.sqs_long_poll() if wait else self._sqs()
+            client = self._sqs()
             request[shapes.system_attributes_param(client)] = shapes.SYSTEM_ATTRIBUTES
             response = client.receive_message(**cast("ReceiveMessageRequestTypeDef", request))
             return [shapes.message(url, m) for m in response.get("Messages", [])]

@@ -89,11 +89,13 @@ def check_endpoint(url: str | None) -> None:
 
 
 CONNECT_TIMEOUT = 3  # s to open a connection: SQS accepts within milliseconds
-READ_TIMEOUT = 10  # s to wait for an answer: SQS answers any call but a long poll at once
-LONG_POLL_TIMEOUT = MAX_WAIT_TIME + 10  # s for a long poll's answer: it waits up to 20 s
+# s to wait for an answer: past a long poll's 20 s. Not shorter for other calls: a
+# send whose answer is given up on is sent again, and a slow server then keeps both
+# copies (a second signal ends a worker within seconds whatever its calls wait for).
+READ_TIMEOUT = MAX_WAIT_TIME + 10
 
 
-def _client_config(read_timeout: float) -> Config:
+def _client_config(read_timeout: float = READ_TIMEOUT) -> Config:
     """A new Config per client: botocore writes the resolved retry settings into
     the ``retries`` dict it is given, so a shared one would freeze the first's."""
     # A worker polls many queues from many threads through one client: a large pool.
@@ -132,7 +134,6 @@ class Clients:
         self._lock = threading.Lock()
         self._session: boto3.session.Session | None = None
         self._sqs_client: SQSClient | None = None
-        self._poll_client: SQSClient | None = None
         self._cw_client: CloudWatchClient | None = None
 
     def _count_request(self, event_name: str, **_: Any) -> None:
@@ -170,16 +171,6 @@ class Clients:
                     self._sqs_client = cast("SQSClient", self._new_client("sqs", self.endpoint_url))
         return self._sqs_client
 
-    def sqs_long_poll(self) -> SQSClient:
-        """A client for long polls alone: its reads may wait past the 20 s poll, where
-        other calls give up after ``READ_TIMEOUT``."""
-        if self._poll_client is None:
-            with self._lock:
-                if self._poll_client is None:
-                    client = self._new_client("sqs", self.endpoint_url, LONG_POLL_TIMEOUT)
-                    self._poll_client = cast("SQSClient", client)
-        return self._poll_client
-
     def cloudwatch(self) -> CloudWatchClient:
         if self._cw_client is None:
             with self._lock:
@@ -201,10 +192,10 @@ class Clients:
 
     def close(self) -> None:
         with self._lock:
-            for client in (self._sqs_client, self._poll_client, self._cw_client):
+            for client in (self._sqs_client, self._cw_client):
                 if client is not None:
                     client.close()
-            self._sqs_client = self._poll_client = self._cw_client = None
+            self._sqs_client = self._cw_client = None
 
 
 @contextmanager
