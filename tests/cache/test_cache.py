@@ -323,3 +323,39 @@ def test_backoff_grows_while_down(caplog: pytest.LogCaptureFixture) -> None:
             c.ping()
     assert waits == [0.5, 1.0, 2.0, 4.0, 8.0, 16.0, 30.0, 30.0]
     assert len(warnings(caplog)) == 1
+
+
+def test_a_warning_that_cannot_be_written_changes_nothing() -> None:
+    """Warnings go where the command's output goes; when that stream is gone (a
+    command that ran earlier in this process), the cache still answers."""
+    import io
+
+    from qdone.log import Output
+    from qdone.log_forward import forward_warnings
+
+    gone = io.StringIO()
+    gone.close()
+    undo = forward_warnings("qdone.cache", Output(verbose=False, json_lines=True, out=gone))
+    try:
+        with open_cache(f"redis://127.0.0.1:{_closed_port()}/0") as c:
+            assert c.get_counts([URL]) == {}
+    finally:
+        undo()
+    assert not logging.getLogger("qdone.cache").handlers
+
+
+def test_cache_for_forwards_warnings_only_while_it_runs() -> None:
+    import io
+
+    from qdone.cli.common import cache_for
+    from qdone.config import Options
+    from qdone.log import Output
+
+    err = io.StringIO()
+    output = Output(verbose=True, json_lines=False, err=err, colour=False)
+    options = Options(cache_uri=f"redis://127.0.0.1:{_closed_port()}/0")
+    with cache_for(options, output) as c:
+        assert c is not None
+        c.ping()
+    assert "is unreachable" in err.getvalue()
+    assert not logging.getLogger("qdone.cache").handlers

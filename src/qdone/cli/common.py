@@ -223,19 +223,23 @@ def client_for(options: Options, output: Output, *, reads_only: bool = False) ->
     from ..api import Client
     from ..log_forward import forward_warnings
 
-    forward_warnings("qdone.cache", output)  # the cache's, and deduplication's
-    client = Client(
-        options.broker,
-        prefix=options.prefix,
-        fail_suffix=options.fail_suffix,
-        region=options.region,
-        endpoint_url=options.endpoint_url,
-        cache_uri=options.cache_uri,
-        cache_prefix=options.cache_prefix,
-        cache_ttl_seconds=options.cache_ttl_seconds,
-        on_create=lambda name: output.info(f"Created queue {name}"),
-        reads_only=reads_only,
-    )
+    undo = forward_warnings("qdone.cache", output)  # the cache's, and deduplication's
+    try:
+        client = Client(
+            options.broker,
+            prefix=options.prefix,
+            fail_suffix=options.fail_suffix,
+            region=options.region,
+            endpoint_url=options.endpoint_url,
+            cache_uri=options.cache_uri,
+            cache_prefix=options.cache_prefix,
+            cache_ttl_seconds=options.cache_ttl_seconds,
+            on_create=lambda name: output.info(f"Created queue {name}"),
+            reads_only=reads_only,
+        )
+    except BaseException:
+        undo()
+        raise
     broker = client.broker
     output.info(f"Using {broker.describe()}")
     try:
@@ -243,6 +247,7 @@ def client_for(options: Options, output: Output, *, reads_only: bool = False) ->
     finally:
         report_calls(broker, output)
         client.close()
+        undo()
 
 
 @contextmanager
@@ -255,12 +260,17 @@ def cache_for(options: Options, output: Output) -> Iterator[Cache | None]:
     from ..cache import open_cache
     from ..log_forward import forward_warnings
 
-    forward_warnings("qdone.cache", output)
-    cache = open_cache(options.cache_uri, options.cache_prefix, options.cache_ttl_seconds)
+    undo = forward_warnings("qdone.cache", output)
+    try:
+        cache = open_cache(options.cache_uri, options.cache_prefix, options.cache_ttl_seconds)
+    except BaseException:
+        undo()
+        raise
     try:
         yield cache
     finally:
         cache.close()
+        undo()
 
 
 def report_calls(broker: Broker, output: Output) -> None:

@@ -510,7 +510,7 @@ def worker_command(ctx: click.Context, /, queues: tuple[str, ...], **kw: Any) ->
         kw["concurrency"] = fits
     with client_for(options, output) as client:
         view = WorkerView(output, kw["kill_after"], kw["concurrency"])
-        claims = _run_claims(client, output, dedup_period, dedup_stats)
+        claims = _run_claims(client, dedup_period, dedup_stats)
         _install_signals(client, output)
         summary = client.work(
             queues, dlq_suffix=dlq_suffix, on_event=view, archive_to=archive, claims=claims, **kw
@@ -523,9 +523,7 @@ def worker_command(ctx: click.Context, /, queues: tuple[str, ...], **kw: Any) ->
         raise SystemExit(int(ExitCode.FAILURE))
 
 
-def _run_claims(
-    client: Client, output: Output, dedup_period: int, dedup_stats: bool
-) -> RunClaims | None:
+def _run_claims(client: Client, dedup_period: int, dedup_stats: bool) -> RunClaims | None:
     """Claims for messages sent with --external-dedup: in the SQLite store, or in
     the fleet's Redis; None with neither (such messages then simply run)."""
     cache = client.cache
@@ -533,14 +531,12 @@ def _run_claims(
     if store is None:
         return None
     from ..dedup import RunClaims
-    from ..log_forward import forward_warnings
 
     prune = None
     if dedup_stats and cache is not None:
         from ..cache.dedup import RedisDedup
 
         prune = store.stat_maintenance if isinstance(store, RedisDedup) else None
-    forward_warnings("qdone.cache", output)
     return RunClaims(store, dedup_period, prune_stats=prune)
 
 
