@@ -75,9 +75,12 @@ class Output:
     ) -> None:
         self.verbose = verbose
         self.json_lines = json_lines
-        self.out = out if out is not None else sys.stdout
-        self.err = err if err is not None else sys.stderr
-        self.colour = self.err.isatty() if colour is None else colour
+        # None: closed when the process started (Python leaves None there).
+        self.out: TextIO | None = out if out is not None else sys.stdout
+        self.err: TextIO | None = err if err is not None else sys.stderr
+        if colour is None:
+            colour = self.err is not None and self.err.isatty()
+        self.colour = colour
         self.keep_going = keep_going
         self.out_closed = False
         self._out_failing = False
@@ -120,11 +123,13 @@ class Output:
         if self.out_closed:
             return
         try:
+            if self.out is None:
+                raise OSError(errno.EBADF, "closed when qdone started")
             _write(self.out, line)
-        except OSError as exc:
+        except (OSError, ValueError) as exc:  # ValueError: a Python stream closed since
             if not self.keep_going:
                 raise
-            self._out_failed(exc)
+            self._out_failed(exc if isinstance(exc, OSError) else OSError(errno.EBADF, str(exc)))
         else:
             self._out_failing = False
 
@@ -144,9 +149,11 @@ class Output:
             self._to_err(self.style("Warning: ", "yellow") + message)
 
     def _to_err(self, line: str) -> None:
+        if self.err is None:
+            return
         try:
             _write(self.err, line)
-        except OSError:
+        except (OSError, ValueError):
             if not self.keep_going:
                 raise
 

@@ -100,20 +100,20 @@ def _fail(err: QdoneError) -> int:
 
 
 def _fill_closed_standard_streams() -> None:
-    """A descriptor 0, 1 or 2 closed by whoever started qdone becomes ``/dev/null``:
-    nothing qdone opens later (the SQLite store) can take its number and receive
-    what is meant for stdout or stderr, and output to it goes nowhere, quietly."""
+    """A descriptor 0, 1 or 2 closed by whoever started qdone becomes ``/dev/null``,
+    so that nothing qdone opens later (the SQLite store) takes its number and gets
+    what is meant for stdout or stderr. ``sys.stdin`` and ``sys.stdout`` stay None,
+    as Python left them: commands see that they are closed (``--archive`` and
+    ``enqueue-batch -`` refuse them; the worker's reports say so once). Messages
+    for a closed stderr go nowhere, quietly."""
     for fd in (0, 1, 2):
         try:
             os.fstat(fd)
         except OSError:
             if os.open(os.devnull, os.O_RDWR) != fd:  # takes the lowest free number
                 return
-            name = ("stdin", "stdout", "stderr")[fd]
-            if getattr(sys, name) is None:
-                mode = "r" if fd == 0 else "w"
-                stream = open(fd, mode, encoding="utf-8", closefd=False)  # noqa: SIM115 - for the process
-                setattr(sys, name, stream)
+            if fd == 2 and sys.stderr is None:
+                sys.stderr = open(fd, "w", encoding="utf-8", closefd=False)  # noqa: SIM115
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -3,7 +3,9 @@ before its message is deleted; a command that cannot be written is not deleted."
 
 from __future__ import annotations
 
+import errno
 import os
+import sys
 
 from ..errors import QdoneError, UsageError
 
@@ -18,6 +20,8 @@ class ArchiveWriter:
         self.fd = fd
         self.error: OSError | None = None
         try:
+            if fd == 1 and sys.stdout is None:  # closed at start (then filled: cli.main)
+                raise OSError(errno.EBADF, "stdout is closed")
             os.fstat(fd)
         except OSError as exc:
             raise UsageError(

@@ -91,7 +91,7 @@ class _Screen:
         if self.as_json:
             _emit_json(self.output, snapshot)
             return
-        if self.clear:
+        if self.clear and self.output.out is not None:  # clear: stdout is a terminal
             self.output.out.write(CLEAR_SCREEN)
         self.output.result(render_table(snapshot))
 
