@@ -245,7 +245,7 @@ def test_batch_from_dev_zero_stays_small(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     "args",
-    [("worker", "q", "--drain"), ("monitor", "q", "--once"), ("idle-queues", "q"), ("check", "q")],
+    [("monitor", "q", "--once"), ("idle-queues", "q"), ("check", "q")],
     ids=lambda a: a[0],
 )
 def test_a_damaged_store_is_exit_3_with_one_line(tmp_path: Path, args: tuple[str, ...]) -> None:

@@ -99,6 +99,11 @@ def _fail(err: QdoneError) -> int:
     return int(err.exit_code)
 
 
+#: The standard descriptors (0, 1, 2) that were closed when qdone started: commands
+#: whose input or output must be real (enqueue-batch -, worker --archive) refuse them.
+CLOSED_AT_START: set[int] = set()
+
+
 def _fill_closed_standard_streams() -> None:
     """A descriptor 0, 1 or 2 closed by whoever started qdone becomes ``/dev/null``,
     so that nothing qdone opens later (the SQLite store) takes its number and gets
@@ -110,6 +115,7 @@ def _fill_closed_standard_streams() -> None:
         try:
             os.fstat(fd)
         except OSError:
+            CLOSED_AT_START.add(fd)
             if os.open(os.devnull, os.O_RDWR) != fd:  # takes the lowest free number
                 return
             if fd == 2 and sys.stderr is None:

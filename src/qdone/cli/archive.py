@@ -16,17 +16,19 @@ class ArchiveWriter:
     """Writes commands to a descriptor (stdout), one per line. ``error`` keeps the
     first write that failed, for the command's closing error line."""
 
-    def __init__(self, fd: int = 1) -> None:
+    def __init__(self, fd: int = 1, closed: bool = False) -> None:
+        """``closed``: the descriptor was closed when qdone started (and now leads
+        to /dev/null): refused, as a closed one is."""
         self.fd = fd
         self.error: OSError | None = None
         try:
             if fd == 1 and sys.stdout is None:  # closed at start (then filled: cli.main)
                 raise OSError(errno.EBADF, "stdout is closed")
             os.fstat(fd)
-        except OSError as exc:
-            raise UsageError(
-                "--archive prints every command it deletes, but stdout is closed"
-            ) from exc
+        except OSError:
+            closed = True
+        if closed:
+            raise UsageError("--archive prints every command it deletes, but stdout is closed")
 
     def __call__(self, command: str) -> None:
         data = (command + "\n").encode("utf-8", "surrogateescape")

@@ -11,7 +11,7 @@ import click
 
 from ..batchfile import BatchLine, read_sources
 from ..config import DEFAULTS
-from ..errors import ExitCode, QdoneError
+from ..errors import ExitCode, QdoneError, UsageError
 from ..log import Output
 from .common import (
     client_for,
@@ -173,6 +173,10 @@ def enqueue_batch_command(ctx: click.Context, /, files: tuple[str, ...], **kwarg
     """
     options = options_from(ctx)
     output = make_output(options)
+    from . import CLOSED_AT_START
+
+    if "-" in files and 0 in CLOSED_AT_START:
+        raise UsageError("cannot read <stdin>: standard input is closed")
     lines = read_sources(files)
     with client_for(options, output) as client:
         with _progress(output, len(lines)) as progress:

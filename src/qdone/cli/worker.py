@@ -493,7 +493,9 @@ def worker_command(ctx: click.Context, /, queues: tuple[str, ...], **kw: Any) ->
     dlq_suffix = kw.pop("dlq_suffix")
     options = dataclasses.replace(options_from(ctx), dlq_suffix=dlq_suffix)
     dedup_period, dedup_stats = kw.pop("dedup_period"), kw.pop("dedup_stats")
-    archive = ArchiveWriter() if kw["archive"] else None
+    from . import CLOSED_AT_START
+
+    archive = ArchiveWriter(closed=1 in CLOSED_AT_START) if kw["archive"] else None
     output = Output(
         verbose=options.verbose,
         json_lines=not kw["archive"] and not _stderr_tty(),
