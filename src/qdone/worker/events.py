@@ -1,4 +1,4 @@
-"""The worker's settings and the events it emits (rendered by ``cli/worker.py``)."""
+"""The worker's settings and the events it emits (rendered by ``cli/worker_view.py``)."""
 
 from __future__ import annotations
 
