@@ -263,3 +263,20 @@ def test_a_damaged_store_is_exit_3_with_one_line(tmp_path: Path, args: tuple[str
     assert len(lines_out) == 1 and "Traceback" not in result.stderr, result.stderr
     assert f"the qdone store {path} is damaged" in lines_out[0]
     assert result.returncode == UNAVAILABLE
+
+
+def test_a_worker_on_a_damaged_store_stops_with_exit_3(tmp_path: Path) -> None:
+    """Retrying cannot mend a damaged store: the worker ends with the same line and
+    exit 3 as the other commands, instead of warning and retrying forever."""
+    path = tmp_path / "s.db"
+    url = f"sqlite://{path}"
+    lines = "".join(f"q echo {n} {'x' * 100}\n" for n in range(2000)).encode()
+    assert run_qdone("enqueue-batch", "-", "--broker", url, input=lines).returncode == 0
+    with path.open("r+b") as store:
+        store.seek(path.stat().st_size // 2)
+        store.write(bytes(range(256)) * 32)  # 8 KiB of garbage over its middle pages
+    result = run_qdone("worker", "q", "--drain", "--broker", url, timeout=60)
+    last = result.stderr.splitlines()[-1]
+    assert last.startswith(f"qdone: error: the qdone store {path} is damaged"), result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.returncode == UNAVAILABLE

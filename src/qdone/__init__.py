@@ -27,6 +27,7 @@ if TYPE_CHECKING:
         QueueAlreadyExists,
         QueueDeletedRecently,
         QueueNotFound,
+        StoreDamaged,
         UsageError,
     )
     from .job import JobResult
@@ -87,6 +88,7 @@ __all__ = [
     "QueueNotFound",
     "Row",
     "Snapshot",
+    "StoreDamaged",
     "Summary",
     "UsageError",
     "Waiting",
@@ -110,6 +112,7 @@ _LAZY = {
             "QueueAlreadyExists",
             "QueueDeletedRecently",
             "QueueNotFound",
+            "StoreDamaged",
             "UsageError",
         ],
         "errors",

@@ -43,6 +43,7 @@ __all__ = [
     "QueueAlreadyExists",
     "QueueDeletedRecently",
     "QueueNotFound",
+    "StoreDamaged",
     "UsageError",
 ]
 
@@ -100,6 +101,11 @@ class BrokerError(QdoneError):
 
 class BrokerUnavailable(BrokerError):
     exit_code = ExitCode.UNAVAILABLE
+
+
+class StoreDamaged(BrokerUnavailable):
+    """The SQLite store's file is damaged: no retry can mend it, so a worker ends
+    (exit 3) instead of retrying."""
 
 
 class QueueNotFound(BrokerError):

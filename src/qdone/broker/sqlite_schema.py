@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from ..errors import BrokerError, BrokerUnavailable
+from ..errors import BrokerError, BrokerUnavailable, StoreDamaged
 
 __all__ = [
     "APPLICATION_ID",
@@ -90,7 +90,7 @@ def mapped_error(exc: sqlite3.Error, path: Path) -> BrokerError:
     if "not a database" in text or "encrypted" in text:
         return BrokerUnavailable(f"{path} is not a qdone store (not an SQLite database)")
     if "malformed" in text or "corrupt" in text:  # SQLITE_CORRUPT: no longer a usable store
-        return BrokerUnavailable(
+        return StoreDamaged(
             f"the qdone store {path} is damaged ({text})",
             hint=f"move it aside; `sqlite3 {path} .recover` may save its messages",
         )

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..broker.base import MAX_BATCH, Broker, Message
-from ..errors import BrokerError, QueueNotFound
+from ..errors import BrokerError, QueueNotFound, StoreDamaged
 from ..job import nice_this_thread
 from .acker import Acker
 from .events import BrokerTrouble, Event, WorkerSettings
@@ -64,7 +64,9 @@ class Lanes:
         refresh: Callable[[], None],
         describe: Callable[[QueueRef], QueueRef],
         nice: bool,
+        fatal: Callable[[BrokerError], None] = lambda _e: None,
     ) -> None:
+        self._fatal = fatal
         self._broker = broker
         self._settings = settings
         self._slots = slots
@@ -177,6 +179,8 @@ class Lanes:
             pause = self._schedule.failed(q.url, self._clock())
         if isinstance(exc, QueueNotFound):
             self._refresh()  # deleted: the listing drops it
+        elif isinstance(exc, StoreDamaged):
+            self._fatal(exc)  # no retry can mend it
         else:
             self._emit(BrokerTrouble(q.name, str(exc), pause))
 

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING
 
 from ..broker.base import MAX_BATCH, Broker
 from ..config import Options
-from ..errors import BrokerError
+from ..errors import BrokerError, StoreDamaged
 from .acker import Acker
 from .checks import BrokerCounts, CountsSource, WakeSource
 from .events import BrokerTrouble, Event, Listening, QueueMissing, Summary, Waiting, WorkerSettings
@@ -136,7 +136,9 @@ class Worker:
             refresh=self._refresh,
             describe=self._resolver.describe,
             nice=handler is None,  # a handler runs in the worker, at its priority
+            fatal=self._fatal,
         )
+        self._fatal_error: BrokerError | None = None
         self._emit_lock = threading.Lock()
         self._signalled = False  # stopped by stop(), not by the end of a drain
         self._missing_reported: set[str] = set()
@@ -154,6 +156,12 @@ class Worker:
     @property
     def stopping(self) -> bool:
         return self._stopping.is_set()
+
+    def _fatal(self, exc: BrokerError) -> None:
+        """An error no retry mends (a damaged store): stop as at a first signal, and
+        ``run()`` raises it once running jobs have ended."""
+        self._fatal_error = exc
+        self._end()
 
     def _end(self) -> None:
         self._stopping.set()
@@ -182,7 +190,10 @@ class Worker:
             self._join(threads)
             self._runner.close()
             self._acker.stop()
-        return self._summary()
+        summary = self._summary()
+        if self._fatal_error is not None:
+            raise self._fatal_error
+        return summary
 
     def _join(self, threads: list[threading.Thread]) -> None:
         """Wait for the lanes; killed, only for the jobs' reports (killed jobs end at
@@ -246,6 +257,9 @@ class Worker:
         except BrokerError as exc:
             if first:
                 raise
+            if isinstance(exc, StoreDamaged):
+                self._fatal(exc)
+                return
             self._emit(BrokerTrouble("", f"listing queues failed: {exc}", 0.0))
             return
         for given, full in resolution.missing:
