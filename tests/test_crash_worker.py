@@ -37,6 +37,8 @@ from qdone.config import Options, QueueOptions
 from qdone.enqueue import enqueue_batch
 from qdone.queues import ensure_queue
 
+from .processes import gone, wait_for
+
 
 def visibility(kill_after: int) -> int:
     """How long the worker hides a message it received (see the module docstring)."""
@@ -107,25 +109,6 @@ class Workers:
         for pid in self.orphans:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(pid, signal.SIGKILL)
-
-
-def wait_for(check: Callable[[], bool], timeout: float, what: str) -> None:
-    end = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < end, f"timed out after {timeout} s waiting for {what}"
-        time.sleep(0.05)
-
-
-def gone(pid: int) -> bool:
-    """Whether process ``pid`` has ended (a zombie counts as ended)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
-    except OSError:
-        return True
 
 
 def lines(path: Path) -> list[list[str]]:
