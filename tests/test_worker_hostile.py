@@ -45,10 +45,11 @@ def test_second_signal_summary_comes_after_the_killed_jobs_and_counts_them(
     assert proc.returncode == 130, err
     lines = events(out)
     names = [e["event"] for e in lines]
-    assert names.count("JOB_FAILED") == 2, names
+    assert names.count("JOB_INTERRUPTED") == 2 and "JOB_FAILED" not in names, names
     assert names[-1] == "WORKER_SUMMARY", names
     summary = lines[-1]
-    assert summary["failed"] == 2 and summary["killed"] is True, summary
+    assert summary["interrupted"] == 2 and summary["failed"] == 0, summary
+    assert summary["killed"] is True, summary
 
 
 def test_archive_to_a_closed_stdout_deletes_nothing(env: dict[str, str]) -> None:

@@ -1,6 +1,7 @@
 """How a worker's jobs end when the worker does (issue 10, items 3 and 4): killed
 with SIGKILL (the OOM killer), its jobs die with it; stopped the way a service
-manager does it, a job killed by the stop is not a failure."""
+manager does it, a job killed by the stop is not a failure, and neither is a job
+the worker kills itself at a second signal."""
 
 from __future__ import annotations
 
@@ -14,6 +15,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from qdone.config import Options
+from qdone.worker import Worker
+from qdone.worker.events import Event, JobFailed, JobInterrupted, JobStarted, WorkerSettings
 
 from .processes import gone, wait_for
 from .sites import QDONE, Site
@@ -147,3 +152,82 @@ def test_a_job_killed_by_a_signal_while_the_worker_runs_on_fails(site: Site) -> 
     [failed] = [e for e in events(result.stdout) if e["event"] == "JOB_FAILED"]
     assert failed["killSignal"] == "SIGTERM"
     assert site.counts("self_failed") == (1, 0)
+
+
+@pytest.mark.parametrize("fifo", [False, True], ids=["standard", "fifo"])
+def test_a_job_killed_by_a_second_signal_goes_back_without_using_an_attempt(
+    site: Site, marks: Path, tmp_path: Path, fifo: bool
+) -> None:
+    """Two SIGTERMs to the worker alone: it kills its job itself, and the job's
+    message goes back as a fresh copy, which a new worker runs once, as its first
+    attempt; nothing reaches the failed queue."""
+    file, runs, done = marks / "two.pids", marks / "two.runs", marks / "two.done"
+    command = (
+        f"echo $QDONE_RECEIVE_COUNT >> {runs}; [ -e {done} ] && exit 0; echo $$ >> {file}; sleep 30"
+    )
+    extra = ("--fifo",) if fifo else ()
+    site.enqueue("two", command, *extra)
+    out = tmp_path / "worker.out"
+    with out.open("w") as sink:
+        proc = subprocess.Popen(
+            [QDONE, "worker", "-w", site.wait, "-k", "120", *extra, "two"],
+            env=site.env,
+            stdout=sink,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+    try:
+        wait_for(lambda: len(pids(file)) == 1, 30, "the job to start")
+        proc.send_signal(signal.SIGTERM)
+        wait_for(lambda: "WORKER_WAITING" in out.read_text(), 30, "the first signal's stop")
+        proc.send_signal(signal.SIGTERM)
+        _out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate(timeout=10)
+    assert proc.returncode == 130, err
+    lines = events(out.read_text())
+    kinds = [e["event"] for e in lines]
+    assert "JOB_FAILED" not in kinds, lines
+    [back] = [e for e in lines if e["event"] == "JOB_INTERRUPTED"]
+    assert back["killed"] is True and back["killSignal"] == "SIGKILL", back
+    assert back["sentBackAs"] != back["job"], back
+    summary = lines[-1]
+    assert summary["event"] == "WORKER_SUMMARY", kinds
+    assert (summary["interrupted"], summary["failed"], summary["killed"]) == (1, 0, True)
+    name = "two.fifo" if fifo else "two"
+    failed = "two_failed.fifo" if fifo else "two_failed"
+    assert site.counts(failed) == (0, 0)
+    assert site.counts(name) == (1, 0)  # the copy; the received message is deleted
+    done.touch()
+    again = site.qdone("worker", "--drain", "-w", site.wait, *extra, "two")
+    assert again.returncode == 0, again.stderr
+    assert runs.read_text().split() == ["1", "1"]  # the copy ran as a first attempt
+    assert site.counts(name) == (0, 0) and site.counts(failed) == (0, 0)
+
+
+def test_the_rest_of_a_fifo_chain_goes_back_too_at_a_second_signal(site: Site, marks: Path) -> None:
+    """Two messages of one FIFO group, received together: the second signal kills
+    the first's job while the second waits its turn. Both go back as fresh copies,
+    in their order, neither using an attempt."""
+    first = f"echo $$ >> {marks / 'chain.pids'}; sleep 30"
+    site.enqueue_many("chain", [first, "echo second"], "--fifo", "-g", "g")
+    seen: list[Event] = []
+
+    def on_event(event: Event) -> None:
+        seen.append(event)
+        if isinstance(event, JobStarted):
+            worker.kill()
+
+    settings = WorkerSettings(queues=("chain",), fifo=True, concurrency=2, kill_after=120)
+    worker = Worker(site.broker, Options(prefix=site.prefix), settings, on_event=on_event)
+    try:
+        assert worker.poll_once(wait_time=int(site.wait)) == 2
+    finally:
+        worker.close()
+    [back] = [e for e in seen if isinstance(e, JobInterrupted)]
+    assert back.killed and back.sent_back_as is not None, back
+    assert not [e for e in seen if isinstance(e, JobFailed)], seen
+    assert site.counts("chain_failed.fifo") == (0, 0)
+    assert site.take("chain.fifo") == [(first, 1), ("echo second", 1)]

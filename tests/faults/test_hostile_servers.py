@@ -199,3 +199,59 @@ def test_two_signals_stop_a_worker_whose_deletes_hang_at_the_proxy(
     assert code == 130, err
     assert took < 10, f"exited {took:.1f} s after the second signal"
     assert "Traceback" not in err
+
+
+def test_two_signals_stop_a_worker_whose_send_back_hangs_at_the_proxy(
+    fault_proxy: ProxyFactory, moto_endpoint: str, prefix: str, tmp_path: Path
+) -> None:
+    """The second signal kills a running job, and the proxy holds the SendMessage
+    of its message's copy for a minute: the worker gives up on the copy within its
+    bound and ends by itself (exit 130, its summary written), leaving the message
+    in flight, neither failed nor copied."""
+    proxy = fault_proxy(
+        FaultPlan(rates={Fault.LATENCY: 1.0}, actions=frozenset({"SendMessage"}), latency=60)
+    )
+    direct = ("--broker", "sqs", "--endpoint-url", moto_endpoint, "--prefix", prefix)
+    started = tmp_path / "started"
+    assert run_qdone("enqueue", "q", f"touch {started}; sleep 30", *direct).returncode == 0
+    given = ("--broker", "sqs", "--endpoint-url", proxy.url, "--prefix", prefix)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "qdone", "worker", "q", "--wait-time", "1", "-k", "120", *given],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 30
+    while not started.exists():
+        assert time.monotonic() < deadline, "the job never started"
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGTERM)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGTERM)
+    second = time.monotonic()
+    try:
+        out, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err
+    assert time.monotonic() - second < 10, "the worker did not end soon after the signal"
+    assert "Traceback" not in err and "did not return in time" not in err, err
+    lines = [json.loads(line) for line in out.splitlines()]
+    [back] = [e for e in lines if e["event"] == "JOB_INTERRUPTED"]
+    assert back["killed"] is True and "sentBackAs" not in back, back
+    assert lines[-1]["event"] == "WORKER_SUMMARY", lines
+    assert proxy.stats.requests.get("SendMessage", 0) == 1
+    moto = SqsBroker(region="us-east-1", endpoint_url=moto_endpoint)
+    try:
+        for name, expected in ((f"{prefix}q", (0, 1)), (f"{prefix}q_failed", (0, 0))):
+            a = moto.get_queue_attributes(
+                moto.get_queue_url(name),
+                ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"],
+            )
+            got = (
+                int(a["ApproximateNumberOfMessages"]),
+                int(a["ApproximateNumberOfMessagesNotVisible"]),
+            )
+            assert got == expected, name
+    finally:
+        moto.close()

@@ -24,8 +24,9 @@ only when it has data:
     (false: the redrive moves it to the failed queue), ``timedOut``,
     ``duration``.
 ``JOB_INTERRUPTED``
-    A job ended by the service's stop signal while the worker stops, which is
-    no failure: ``queue``, ``job``, ``command``, ``attempt``, ``exitCode`` or
+    A job ended by the service's stop signal while the worker stops, or killed
+    by the worker's second signal (``killed``: true), which is no failure:
+    ``queue``, ``job``, ``command``, ``attempt``, ``exitCode`` or
     ``killSignal``, ``duration``, ``stdout``, ``stderr``, ``sentBackAs`` (the
     message id of the copy sent in its place, when one was).
 ``JOB_RETRY``
@@ -39,7 +40,7 @@ only when it has data:
 ``WORKER_SUMMARY``
     At the end: ``ran``, ``succeeded``, ``failed``, ``retried`` (of the failed,
     how many will run again), ``archived``, ``interrupted`` (given back at a
-    stop), ``killed`` (a second signal).
+    stop or a second signal), ``killed`` (a second signal).
 
 With ``--archive`` stdout holds the commands only, one per line, and no JSON.
 The closing line ``Ran N jobs: S succeeded, F failed`` is always on stderr.
@@ -195,13 +196,17 @@ class WorkerView:
 
     def _on_JobInterrupted(self, e: JobInterrupted) -> None:
         r = e.result
-        how = f"killed by {r.signal_name}" if r.signal_name else f"exit code {r.exit_code}"
-        self._job_line(e.job, self.out.style("INTERRUPTED", "yellow") + f": {how}, by the stop")
+        if e.killed:
+            how = "killed at the second signal"
+        else:
+            how = f"killed by {r.signal_name}" if r.signal_name else f"exit code {r.exit_code}"
+            how += ", by the stop"
+        self._job_line(e.job, self.out.style("INTERRUPTED", "yellow") + f": {how}")
         self._human_output(e.job, r)
         if e.sent_back_as:
             back = f"sent back as job {e.sent_back_as}, no attempt used"
         else:
-            back = "made visible again, for another worker"
+            back = "not sent back: its message comes back with this attempt used"
         self._job_line(e.job, f"not a failure: {back}")
         self.out.event(
             "JOB_INTERRUPTED",
@@ -215,6 +220,7 @@ class WorkerView:
                 "duration": round(r.duration, 3),
                 **_output_fields(r),
                 "sentBackAs": e.sent_back_as,
+                "killed": e.killed or None,
             },
         )
 
@@ -250,7 +256,7 @@ class WorkerView:
         if e.retried:
             line += f" ({e.retried} will be retried)"
         if e.interrupted:
-            line += f"; {e.interrupted} interrupted by the stop, given back"
+            line += f"; {e.interrupted} interrupted by the stop, not failed"
         if e.archived:
             line += f"; archived {e.archived}"
         self.out.note(line)

@@ -126,9 +126,10 @@ class JobFailed:
 
 @dataclass(frozen=True)
 class JobInterrupted:
-    """A job ended by the service's stop signal while the worker stops: no failure
-    (see ``worker/interrupt.py``). ``sent_back_as``: the message id of the copy
-    sent in its place; None when the message was made visible again instead."""
+    """A job ended by the service's stop signal while the worker stops, or killed
+    (``killed``) by the worker's second signal: no failure (see
+    ``worker/interrupt.py``). ``sent_back_as``: the message id of the copy sent in
+    its place; None when none was (the message comes back, this attempt used)."""
 
     queue: str
     job: str
@@ -136,6 +137,7 @@ class JobInterrupted:
     attempt: int
     result: JobResult
     sent_back_as: str | None
+    killed: bool = False
 
 
 @dataclass(frozen=True)

@@ -1,5 +1,6 @@
 """Running received messages: one job each (or, with ``--archive``, printing it),
-then a delete, a retry after a backoff, or a hand-over to the redrive."""
+then a delete, a retry after a backoff, a hand-over to the redrive, or (a job
+interrupted by the worker's shutdown) a fresh copy sent back."""
 
 from __future__ import annotations
 
@@ -31,7 +32,14 @@ from .events import (
     JobSucceeded,
     WorkerSettings,
 )
-from .interrupt import keeps_its_place, send_back, stopped_by_service
+from .interrupt import (
+    KILL_GIVE_BACK,
+    keeps_its_place,
+    killed_by_worker,
+    late,
+    send_back,
+    stopped_by_service,
+)
 from .policy import Slots, retry_delay
 from .queues import QueueRef
 
@@ -101,6 +109,7 @@ class Runner:
         self._lock = threading.Lock()
         self._jobs: set[RunningJob] = set()
         self.killed = threading.Event()
+        self._give_back_until = 0.0  # killed: when copies stop being waited for
         self.stopping = threading.Event()  # set by the worker's first signal
         self.retry_due = 0.0  # when the last retry this worker scheduled comes due
         self._stats = dict.fromkeys(STATS, 0)
@@ -116,9 +125,12 @@ class Runner:
             return dict(self._stats)
 
     def kill(self) -> None:
-        """SIGKILL every running job's process group."""
-        self.killed.set()
+        """SIGKILL every running job's process group; their messages go back (see
+        ``worker/interrupt.py``) within ``KILL_GIVE_BACK`` s from now at most."""
         with self._lock:
+            if not self.killed.is_set():
+                self._give_back_until = time.monotonic() + KILL_GIVE_BACK
+            self.killed.set()
             jobs = list(self._jobs)
         for job in jobs:
             job.kill()
@@ -136,8 +148,11 @@ class Runner:
                 if retried or self.killed.is_set():
                     break
         finally:
-            for m in chain[done:]:
-                self._acker.change(m, 0)
+            for m in chain[done:]:  # not run: made visible, or given back if killed
+                if self.killed.is_set():
+                    self._hand_back(q, m, self._give_back_until)
+                else:
+                    self._acker.change(m, 0)
             _flush(pending)
             self._slots.release(1)
             self._on_activity()
@@ -164,6 +179,9 @@ class Runner:
             self._count("ran")
             if stopped_by_service(result, self.stopping):
                 self._give_back(q, m, result)
+                return False
+            if killed_by_worker(result):
+                self._give_back(q, m, result, self._give_back_until)
                 return False
             return self._failed(q, m, result, received_at)
         finally:
@@ -233,27 +251,41 @@ class Runner:
                     self._keeper.remove(job)
         return result
 
-    def _give_back(self, q: QueueRef, m: Message, result: JobResult) -> None:
-        """The job of ``m`` was ended by the service's stop: its message goes back
-        for another worker, without using an attempt where it can (see
-        ``worker/interrupt.py``). If the copy cannot be sent, the message is made
-        visible again."""
-        copy = self._send_back(q, m)
+    def _give_back(
+        self, q: QueueRef, m: Message, result: JobResult, deadline: float | None = None
+    ) -> None:
+        """The job of ``m`` was ended by the service's stop or killed by the worker's
+        second signal: its message goes back for another worker, without using an
+        attempt where it can (see ``worker/interrupt.py``)."""
+        copy = self._send_back(q, m, deadline)
         self._count("interrupted")
-        self._emit(JobInterrupted(q.name, m.message_id, m.body, m.receive_count, result, copy))
+        self._emit(
+            JobInterrupted(
+                q.name, m.message_id, m.body, m.receive_count, result, copy, result.killed
+            )
+        )
 
-    def _send_back(self, q: QueueRef, m: Message) -> str | None:
-        """Give ``m`` back without using an attempt where it can: a fresh copy, then
-        the delete of ``m`` (see ``worker/interrupt.py``). If the copy cannot be
-        sent, ``m`` is made visible again. The copy's message id, or None."""
+    def _send_back(self, q: QueueRef, m: Message, deadline: float | None = None) -> str | None:
+        """Give back ``m``, whose job ran or was to run: see ``_hand_back``."""
         if self._claims is not None:
             self._claims.finish(m, succeeded=False)  # the copy, or its next receive, runs
+        return self._hand_back(q, m, deadline)
+
+    def _hand_back(self, q: QueueRef, m: Message, deadline: float | None) -> str | None:
+        """Give ``m`` back without using an attempt where it can: a fresh copy, then
+        the delete of ``m`` (see ``worker/interrupt.py``). If the copy cannot be
+        sent, ``m`` is made visible again; if it is not sent by ``deadline``
+        (``time.monotonic``), ``m`` is left in flight. The copy's message id, or None."""
         copy: str | None = None
         if not keeps_its_place(q, m):
             try:
-                copy = send_back(self._acker.broker, q, m)
+                copy = send_back(self._acker.broker, q, m, deadline)
             except BrokerError as exc:
                 self._emit(BrokerTrouble(q.name, f"sending back job {m.message_id}: {exc}", 0.0))
+            except TimeoutError:
+                self._acker.release(m)  # no longer extended: back after its timeout
+                self._emit(BrokerTrouble(q.name, late(m.message_id), 0.0))
+                return None
         if copy is None:
             self._acker.change(m, 0)
         else:
