@@ -310,8 +310,9 @@ class Client(Connection):
 
     def kill(self) -> None:
         """As ``stop()``, but kill the running shell jobs' process groups and make
-        ``work()`` return at once (the second SIGTERM). A handler's thread cannot
-        be killed: it runs on, unwaited for."""
+        ``work()`` return at once (the second SIGTERM); their messages go back
+        without using an attempt (see ``worker/interrupt.py``). A handler's thread
+        cannot be killed: it runs on, unwaited for."""
         self._each_worker(lambda worker: worker.kill())
 
     def _each_worker(self, action: Callable[[Worker], None]) -> None:

@@ -174,7 +174,8 @@ def worker_command(ctx: click.Context, /, queues: tuple[str, ...], **kw: Any) ->
     QDONE_RECEIVE_COUNT (the attempt) in their environment.
 
     The first SIGINT/SIGTERM stops taking work and lets running jobs finish;
-    a second kills them (exit 130).
+    a second kills them (exit 130) and sends their messages back, no attempt
+    used.
 
     \b
     Exit status:
