@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 from qdone.worker.queues import QueueRef
-from qdone.worker.schedule import Schedule, check_period
+from qdone.worker.schedule import Schedule, _phase, check_period
+from qdone.worker.sweep import BURST, SWEEP_RATE
 
 
 def refs(n: int) -> list[QueueRef]:
@@ -78,3 +81,73 @@ def test_a_woken_queue_is_received_from_with_a_short_wait() -> None:
     assert not s.wake("elsewhere")
     pick = s.pick(1, 0.0, 0)
     assert pick is not None and pick.queue.url == "u7" and pick.wait == 1
+
+
+# -- the start-up sweep: each idle queue checked once soon, then at its phase -------------
+
+STEP = 1 / SWEEP_RATE  # s: how often the simulated checkers look at the time
+
+
+def checks_over(s: Schedule, start: float, end: float) -> dict[str, list[float]]:
+    """Check times of each queue from ``start`` to ``end``, every queue seen empty."""
+    seen: dict[str, list[float]] = {}
+    for i in range(round((end - start) / STEP)):
+        now = start + i * STEP
+        for q in s.due_checks(now, 0, 1_000):
+            s.checked(q.url, 0, 0, now, 0)
+            seen.setdefault(q.url, []).append(now)
+    return seen
+
+
+def test_at_start_each_idle_queue_is_checked_soon_at_a_bounded_rate() -> None:
+    s = schedule(1)
+    s.set_queues(refs(500), 0.0)  # a check period of 58 s
+    seen = checks_over(s, 0.0, 60.0)
+    first = sorted(times[0] for times in seen.values())
+    assert len(first) == 500
+    # Swept from the furthest phase while the phases take the nearest: they meet after
+    # 500 / (20 + 500 / 58) s, where today the last queue waited 58 s.
+    assert first[-1] < 500 / (SWEEP_RATE + 500 / 58) + 0.5
+    per_second = [sum(k <= t < k + 1 for t in first) for k in range(18)]
+    assert max(per_second) <= SWEEP_RATE * (1 + BURST) + 12  # the phases: 8.6 a second
+    # Issue 12's first minute: each checked again a period less 2 s after the sweep.
+    calls = sum(len(times) for times in seen.values())
+    assert 500 <= calls <= 650
+
+
+def test_swept_queues_are_seen_within_a_period_and_meet_their_phase_again() -> None:
+    s = schedule(1)
+    queues = refs(30)
+    s.set_queues(queues, 0.0)
+    period = s.period()  # 30 s
+    seen = checks_over(s, 0.0, 600.0)
+    assert max(times[0] for times in seen.values()) < 2  # 30 queues at 25 a second
+    for q in queues:
+        times = seen[q.url]
+        gaps = [b - a for a, b in pairwise(times)]
+        assert max(gaps) <= period + STEP
+        # Back on the phase within 15 periods (2 s nearer each), on it from then on.
+        off_phase = [(t - _phase(q.url) * period) % period for t in times if t >= 450]
+        assert max(off_phase) < 2 * STEP, q.url
+        # The sweep's check is one more than the phases alone would have made.
+        assert len(times) <= 600 / period + 2
+
+
+def test_queues_found_by_a_relisting_are_swept_and_the_others_left_alone() -> None:
+    s = schedule(1)
+    s.set_queues(refs(100), 0.0)
+    checks_over(s, 0.0, 30.0)
+    s.set_queues(refs(120), 30.0)  # a wildcard's listing found 20 more
+    seen = checks_over(s, 30.0, 33.0)
+    assert set(seen) == {f"u{i}" for i in range(100, 120)}
+
+
+def test_no_sweep_when_every_queue_is_long_polled_or_draining() -> None:
+    long_polled = schedule(10)
+    long_polled.set_queues(refs(5), 0.0)
+    draining = schedule(1, drain=True)
+    draining.set_queues(refs(5), 0.0)
+    draining.checked("u0", 0, 0, 0.0, 0)
+    assert long_polled.due_checks(0.0, 0, 100) == []
+    # Draining confirms every queue empty at once anyway; none twice.
+    assert "u0" not in {q.url for q in draining.due_checks(0.0, 0, 100)}

@@ -16,8 +16,10 @@ import pytest
 from qdone.broker.base import Broker, Receipt
 from qdone.config import Options, QueueOptions
 from qdone.enqueue import SendSettings, enqueue
+from qdone.queues import ensure_queue
 from qdone.worker import Worker
 from qdone.worker.events import Event, JobSucceeded, Summary, Waiting, WorkerSettings
+from qdone.worker.schedule import JITTER, _phase, check_period
 
 
 class Recorder:
@@ -191,3 +193,35 @@ def test_messages_of_a_long_poll_in_flight_at_stop_are_run(
     assert not thread.is_alive()
     assert (tmp_path / "ran").exists()
     assert rec.of(Summary)[-1].succeeded == 1
+
+
+# -- a restarted worker finds work already waiting at once, not at its queue's phase -----
+
+
+def test_work_waiting_at_start_runs_long_before_its_queues_phase(
+    broker: Broker, prefix: str
+) -> None:
+    options = Options(prefix=prefix)
+    names = [f"sw{i:02}" for i in range(50)]
+    urls = {n: ensure_queue(broker, options, QueueOptions(), n).url for n in names}
+    settings = WorkerSettings(queues=("sw*",))  # 50 queues, -c 1: idle ones are checked
+    period = check_period(
+        queues=len(names),
+        wait_time=settings.wait_time,
+        idle_check=settings.idle_check,
+        active_only=False,
+    )
+    now = time.time()
+    # Seconds until each queue's first check at its phase; the worker's jitter adds
+    # up to JITTER, so the last queue is taken among those it cannot wrap round.
+    phase_in = {n: (_phase(urls[n]) * period - now) % period for n in names}
+    last = max((n for n in names if phase_in[n] < period - JITTER - 1), key=phase_in.__getitem__)
+    guard = 15.0
+    assert phase_in[last] > guard + 10  # by its phase alone, the job would start later
+    put(broker, options, last, "true")
+    worker, rec, thread = start(broker, options, queues=("sw*",))
+    try:
+        ran = wait_until(lambda: bool(rec.of(JobSucceeded)), guard=guard)
+    finally:
+        stop(worker, thread)
+    assert ran, f"the job on {last} waited for its phase ({phase_in[last]:.0f} s)"

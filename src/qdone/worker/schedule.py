@@ -19,6 +19,15 @@ checks fall at fixed phases of wall-clock time (from a hash of its url), so that
 workers sharing a cache of counts check a queue at about the same moment and
 the first one's answer serves the others; ``jitter`` orders the workers.
 
+A queue new to the worker (at start, or found by a re-listing of wildcards) is
+not left to its phase, which may be a period away: the ``Sweep`` checks each
+once as soon as its rate allows (``sweep``), so work already waiting is found
+within seconds. After a check, the next comes at the queue's phase but never
+sooner than a period less ``REPHASE``: a queue swept off its phase is seen again
+within a period, its checks coming ``REPHASE`` seconds nearer its phase each
+period until they are on it (the sweep costs one check a queue in all, spread
+over those periods); one checked at its phase stays on it.
+
 Draining, a queue counts as empty once, after the last job ended (``epoch``), a
 receive found it empty or its counts showed nothing visible; a queue whose
 counts show delayed messages is checked again every second until they show.
@@ -35,6 +44,7 @@ from dataclasses import dataclass
 from ..broker.base import MAX_BATCH
 from .events import WorkerSettings
 from .queues import QueueRef
+from .sweep import SWEEP_RATE, Sweep
 
 __all__ = ["Pick", "Schedule", "check_period"]
 
@@ -44,6 +54,7 @@ SQS_DRAIN_WAIT, SQLITE_DRAIN_WAIT = 1, 0  # draining: the longest receive wait
 JITTER = 2.0  # s: the most a worker's checks come after a queue's phase
 CHECK_SLACK = 2  # s: a check, a receive and a job's start, within --idle-check-seconds
 MAX_PAUSE = 30.0  # s: the longest backoff after failed receives
+REPHASE = 2.0  # s: how much earlier each period an off-phase queue's checks come
 
 
 def check_period(*, queues: int, wait_time: int, idle_check: int, active_only: bool) -> float:
@@ -100,6 +111,7 @@ class Schedule:
         short_wait: int,
         drain_wait: int,
         jitter: float = 0.0,
+        sweep_rate: float = SWEEP_RATE,
     ) -> None:
         self.concurrency = concurrency
         self.wait_time = wait_time
@@ -112,6 +124,7 @@ class Schedule:
         self.epoch = 0
         self._queues: dict[str, _State] = {}
         self._turns = 0
+        self._sweep = Sweep(sweep_rate)
 
     @classmethod
     def for_worker(cls, settings: WorkerSettings, *, sqs: bool, rng: random.Random) -> Schedule:
@@ -135,9 +148,12 @@ class Schedule:
             state = old.get(ref.url) or _State(ref, _phase(ref.url))
             state.ref = ref
             self._queues[ref.url] = state
-        for state in self._queues.values():
+        new: dict[str, float] = {}
+        for url, state in self._queues.items():
             if state.next_check == 0.0:
-                state.next_check = self._next_slot(state, now)
+                state.next_check = new[url] = self._next_slot(state, now)
+        if not self.drain and not self.longpoll_all():
+            self._sweep.add(new)  # each checked once soon, not at its phase only
         return old.keys() != self._queues.keys()
 
     def refs(self) -> list[QueueRef]:
@@ -214,6 +230,7 @@ class Schedule:
             return
         state.inflight = False
         state.known = got > 0
+        self._sweep.drop(url)
         # All it asked for: there may be more. Fewer: about that many are left to come.
         state.expect = MAX_BATCH if got >= asked else max(1, got)
         state.failing = False
@@ -253,12 +270,23 @@ class Schedule:
         for state in self._queues.values():
             if len(due) >= limit:
                 break
-            if state.checking or state.inflight or state.known:
-                continue
-            if self._check_due(state, now, running):
+            if _free(state) and self._check_due(state, now, running):
                 state.checking = True
                 due.append(state.ref)
+        while len(due) < limit and self._sweeping():
+            url = self._sweep.take(now, lambda u: self._sweepable(u, now))
+            if url is None:
+                break
+            self._queues[url].checking = True
+            due.append(self._queues[url].ref)
         return due
+
+    def _sweepable(self, url: str, now: float) -> bool:
+        state = self._queues.get(url)
+        return state is not None and _free(state) and now >= state.paused_until
+
+    def _sweeping(self) -> bool:
+        return len(self._sweep) > 0 and not self.drain and not self.longpoll_all()
 
     def _check_due(self, state: _State, now: float, running: int) -> bool:
         if self.drain and (state.delayed or not self.longpoll_all()):
@@ -273,7 +301,10 @@ class Schedule:
         if state is None:
             return
         state.checking = False
-        state.next_check = self._after_check(state, now)
+        self._sweep.drop(url)
+        # A failed check saw nothing: the next comes at the queue's phase.
+        seen = visible >= 0
+        state.next_check = self._after_check(state, now) if seen else self._next_slot(state, now)
         if visible > 0:
             state.known = True
             state.expect = min(MAX_BATCH, visible)
@@ -297,7 +328,8 @@ class Schedule:
         times = [
             s.next_check for s in self._queues.values() if not (s.checking or s.inflight or s.known)
         ]
-        return min(times, default=math.inf)
+        sweep = self._sweep.next_at() if self._sweeping() else math.inf
+        return min(min(times, default=math.inf), sweep)
 
     def _hot_window(self) -> float:
         """How long a queue counts as busy after a receive returned messages."""
@@ -306,8 +338,10 @@ class Schedule:
         return max(float(self.wait_time), self.period())
 
     def _after_check(self, state: _State, now: float) -> float:
-        """When to check a queue next: at its next slot (a busy one is polled)."""
-        return self._next_slot(state, now)
+        """When to check a queue seen empty (or busy: it is polled) at ``now`` next:
+        at its next slot, but not before a period less ``REPHASE`` (see the module
+        docstring: a queue swept off its phase drifts back to it)."""
+        return max(self._next_slot(state, now), now + self.period() - REPHASE)
 
     def _next_slot(self, state: _State, now: float) -> float:
         """The first of the queue's check times after ``now``."""
@@ -337,6 +371,12 @@ class Schedule:
             s.empty_epoch == self.epoch and not s.delayed and not s.known
             for s in self._queues.values()
         )
+
+
+def _free(state: _State) -> bool:
+    """Nothing looks at the queue now, nor needs to: no check nor receive in flight,
+    no work known (it is received from)."""
+    return not (state.checking or state.inflight or state.known)
 
 
 def _phase(url: str) -> float:
