@@ -7,6 +7,8 @@ creates QUEUES empty queue pairs matched by one wildcard (``pq*``), then measure
 - the SQS calls an idle ``-c 1`` worker makes in IDLE seconds, per minute, and
   the time a job enqueued to a random queue takes to start (PROBES probes, the
   worst counted);
+- a restarted ``-c 1`` worker: the time from its start to the start of jobs that
+  were already waiting, each on a random queue (PROBES of them, the worst counted);
 - 500 jobs on 5 busy queues among all the queues against a worker on just those
   5 (``-c 10``): the time from the jobs' enqueue to the last job's end, once the
   5 queues have each just run a job (busy: had work in the last seconds);
@@ -21,7 +23,7 @@ Workers other than the thread count run in this process (``qdone.worker.Worker``
 the code the CLI runs) so that their calls are counted exactly by their broker.
 
 Run:  python bench/bench_queues.py [--queues 500] [--idle 60] [--fleet 40]
-      [--probes 3] [--jobs 500] [--only threads,idle,busy,fleet,wake,redis]
+      [--probes 3] [--jobs 500] [--only threads,idle,restart,busy,fleet,wake,redis]
       [--quick] [--json]
 """
 
@@ -58,7 +60,7 @@ from qdone.worker.events import Event, JobStarted, JobSucceeded, WorkerSettings
 QDONE = qdone_exe()
 OPTIONS = Options(broker="sqs")
 ROWS: list[Row] = []
-PARTS = ("threads", "idle", "busy", "fleet", "wake", "redis")
+PARTS = ("threads", "idle", "restart", "busy", "fleet", "wake", "redis")
 
 
 def add(row: Row) -> None:
@@ -261,6 +263,29 @@ def idle_and_pickup(moto: Moto, names: list[str], args: argparse.Namespace) -> N
         run.stop()
 
 
+def waiting_at_start(moto: Moto, names: list[str], probes: int) -> None:
+    rng = random.Random(21)
+    markers = [f"true waiting-{rng.getrandbits(32):08x}" for _ in range(probes)]
+    for marker in markers:
+        send(moto, rng.choice(names), marker)
+    start = time.monotonic()
+    run = Run(moto, ("pq*",), concurrency=1)
+    try:
+        times = [started_after(run, marker, start, 120) for marker in markers]
+    finally:
+        run.stop()
+    add(
+        Row(
+            f"a restarted `-c 1` worker on {len(names)} queues starts jobs already waiting, "
+            f"each on a random queue, after (worst of {probes})",
+            f"{max(times):.1f} s ({', '.join(f'{t:.1f}' for t in sorted(times))})",
+            "",
+            "",
+            "",
+        )
+    )
+
+
 def busy_run(moto: Moto, queues: tuple[str, ...], busy: list[str], jobs: int) -> float:
     run = Run(moto, queues, concurrency=10)
     try:
@@ -428,6 +453,8 @@ def main() -> None:
             threads_of_a_worker(moto, args.queues)
         if "idle" in parts:
             idle_and_pickup(moto, names, args)
+        if "restart" in parts:
+            waiting_at_start(moto, names, args.probes)
         if "busy" in parts:
             busy_among_many(moto, names, args.jobs)
         if "fleet" in parts:
