@@ -117,7 +117,9 @@ def _install_signals(client: Client, output: Output) -> None:
     show_default=True,
     help="With more queues than --concurrency, idle queues are not long-polled but their "
     "counts read in turn: each at least once per this many seconds (and no more often than "
-    "once per --wait-time), so a new job on any of them starts within about this.",
+    "once per --wait-time), so a new job on any of them starts within about this. At "
+    "start, each is read once as soon as 20 reads a second allow, so work already "
+    "waiting is found sooner.",
 )
 @click.option(
     "--drain",
