@@ -27,7 +27,8 @@ def main() -> int:
     args = parser.parse_args()
     env = {**os.environ, "QDONE_DEDUP_FAULT_LINES": str(args.lines), "QDONE_REQUIRE_REDIS": "1"}
     start = time.monotonic()
-    pytest = [sys.executable, "-m", "pytest", "-q", "-s", "-p", "no:logging", "-o", "timeout=1800"]
+    pytest = [sys.executable, "-m", "pytest", "-q", "-s", "-n", "0", "-p", "no:logging"]
+    pytest += ["-o", "timeout=1800"]
     result = subprocess.run(
         [*pytest, "tests/faults/test_dedup_faults.py"],
         cwd=ROOT,

@@ -58,8 +58,13 @@ def _free_port() -> int:
 
 @pytest.fixture(scope="session")
 def moto_endpoint() -> Iterator[str]:
-    """URL of a moto server (SQS, CloudWatch) on loopback, for the whole session."""
+    """URL of a moto server (SQS, CloudWatch) on loopback, for the whole session; its
+    SQS calls atomic, as SQS's are (``tests/moto_atomic.py``)."""
     from moto.server import ThreadedMotoServer
+
+    from .moto_atomic import install
+
+    install()
 
     port = _free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
