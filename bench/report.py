@@ -91,8 +91,18 @@ def main() -> None:
     if out == "-":
         print(text, end="")
     else:
-        Path(out).write_text(text)
+        Path(out).write_text(text + kept_sections(Path(out)))
         print(f"wrote {out}", file=sys.stderr)
+
+
+def kept_sections(path: Path) -> str:
+    """The sections (``## `` headings on) of an existing file: figures other scripts
+    made (bench_queues.py's), which this run does not replace."""
+    if not path.exists():
+        return ""
+    text = path.read_text()
+    at = text.find("\n## ")
+    return "" if at < 0 else text[at:]
 
 
 if __name__ == "__main__":
