@@ -1,9 +1,10 @@
 """The session's moto server is atomic per SQS call (``tests/moto_atomic.py``): many
 threads receiving from one queue at once each get a different message, and nothing
 moves to the dead-letter queue; a long poll still waits without holding back other
-calls. On stock moto 5.2 the first test failed in 5 of 5 runs (a message received
-twice, messages moved to the dead-letter queue unrun, ``ValueError`` or
-``RuntimeError`` from ``receive_message``)."""
+calls. On stock moto 5.2 the first test failed in 3 of 3 runs (a message received
+twice, or ``ReceiptHandleIsInvalid`` and ``ValueError`` errors); the same scenario
+as a script showed a message received twice, messages moved to the dead-letter
+queue unrun, or ``ValueError``/``RuntimeError`` from ``receive_message`` in 5 of 5."""
 
 from __future__ import annotations
 
