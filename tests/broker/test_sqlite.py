@@ -359,6 +359,48 @@ def test_newer_schema_is_refused(tmp_path: Path) -> None:
     assert "upgrade qdone" in _one_line_error(path)
 
 
+def test_opening_a_whole_store_writes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every open but the first only reads: a process holding the write lock does
+    not keep another from opening the store and reading it."""
+    path = tmp_path / "s.db"
+    first = SqliteBroker(path)
+    url = first.create_queue("q", {})
+    first.close()
+    monkeypatch.setattr(sqlite_schema, "BUSY_TIMEOUT", 0.05)
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("begin immediate")
+    try:
+        second = SqliteBroker(path)
+        assert second.get_queue_url("q") == url
+        second.close()
+    finally:
+        holder.execute("rollback")
+        holder.close()
+
+
+def test_a_store_lacking_part_of_the_schema_gets_it_on_open(tmp_path: Path) -> None:
+    """A store made by an older qdone (no ``moved_at``) or missing an index is
+    completed when opened, its messages kept."""
+    path = tmp_path / "s.db"
+    first = SqliteBroker(path)
+    url = first.create_queue("q", {})
+    _send(first, url, "kept")
+    first.close()
+    with sqlite3.connect(path) as conn:
+        conn.execute("drop index messages_visible")
+        conn.execute("alter table messages drop column moved_at")
+    second = SqliteBroker(path)
+    assert _bodies(second, url) == ["kept"]
+    second.close()
+    with sqlite3.connect(path) as conn:
+        names = {row[0] for row in conn.execute("select name from sqlite_master")}
+        columns = {row[1] for row in conn.execute("pragma table_info(messages)")}
+    assert "messages_visible" in names
+    assert "moved_at" in columns
+
+
 def test_unusable_location(tmp_path: Path) -> None:
     (tmp_path / "file").write_text("")
     _one_line_error(tmp_path / "file" / "qdone.db")  # its parent is a file

@@ -44,8 +44,9 @@ ARN_PREFIX = "arn:qdone:sqlite:local:"
 
 BUSY_TIMEOUT = 30.0  # seconds a write waits for another process's transaction
 
-SCHEMA: tuple[str, ...] = (
-    """create table if not exists queues (
+#: The schema, by the name of each table and index.
+SCHEMA: dict[str, str] = {
+    "queues": """create table if not exists queues (
         qid integer primary key,
         name text not null unique,
         fifo integer not null,
@@ -55,7 +56,7 @@ SCHEMA: tuple[str, ...] = (
         modified real not null,
         active real not null        -- last send, receive that returned messages, or delete
     )""",
-    """create table if not exists messages (
+    "messages": """create table if not exists messages (
         id integer primary key,     -- also the order of sending
         qid integer not null,
         message_id text not null,
@@ -68,18 +69,20 @@ SCHEMA: tuple[str, ...] = (
         receipt text,               -- token of the latest receive; null if never received
         moved_at real               -- when the redrive moved it to this queue; null if sent
     )""",
-    "create index if not exists messages_visible on messages (qid, visible_at)",
+    "messages_visible": "create index if not exists messages_visible on messages (qid, visible_at)",
     # FIFO receives walk a queue in the order sent; only FIFO messages have a group.
-    "create index if not exists messages_fifo on messages (qid) where group_id is not null",
-    """create table if not exists dedup (
+    "messages_fifo": (
+        "create index if not exists messages_fifo on messages (qid) where group_id is not null"
+    ),
+    "dedup": """create table if not exists dedup (
         qid integer not null,
         dedup_id text not null,
         message_id text not null,
         expires real not null,
         primary key (qid, dedup_id)
     ) without rowid""",
-    "create index if not exists dedup_expires on dedup (expires)",
-)
+    "dedup_expires": "create index if not exists dedup_expires on dedup (expires)",
+}
 
 # -- the file ------------------------------------------------------------------
 
@@ -187,27 +190,40 @@ def connect_read_only(path: Path) -> Connection:
     raise last
 
 
-def check_store(conn: Connection, path: Path) -> None:
+def check_store(conn: Connection, path: Path) -> bool:
     """Raise ``BrokerUnavailable`` unless ``path`` is a qdone store (or empty) that
-    this qdone can use."""
+    this qdone can use; whether it is whole: of this schema version, with every
+    table, index and column of ``SCHEMA`` and ``ADDED_COLUMNS``."""
     app_id, version = _store_marks(conn)
-    tables = conn.execute("select count(*) from sqlite_master").fetchone()[0]
-    if app_id != APPLICATION_ID and (app_id != 0 or tables):
+    names = {row[0] for row in conn.execute("select name from sqlite_master")}
+    if app_id != APPLICATION_ID and (app_id != 0 or names):
         raise BrokerUnavailable(f"{path} is not a qdone store (another application's database)")
     if version > SCHEMA_VERSION:
         raise BrokerUnavailable(
             f"{path} is a qdone store of schema {version}, newer than this qdone; upgrade qdone"
         )
+    return (
+        app_id == APPLICATION_ID
+        and version == SCHEMA_VERSION
+        and names.issuperset(SCHEMA)
+        and not _missing_columns(conn)
+    )
 
 
 def init_store(conn: Connection, path: Path) -> None:
-    """Check that ``path`` is a qdone store (or empty), then create the schema."""
-    check_store(conn, path)
+    """Check that ``path`` is a qdone store (or empty), then create what it lacks of
+    the schema. A whole store is only read (opening it takes no write lock), unless
+    this process cannot write the file: the transaction then fails here, with the
+    error every write would meet (one line, not one per job)."""
+    whole = check_store(conn, path)
     conn.execute("pragma journal_mode = wal")
+    if whole and os.access(path, os.W_OK):
+        return
     with transaction(conn):
-        for statement in SCHEMA:
+        for statement in SCHEMA.values():
             conn.execute(statement)
-        _add_columns(conn)
+        for table, column, declaration in _missing_columns(conn):
+            conn.execute(f"alter table {table} add column {column} {declaration}")
         conn.execute(f"pragma application_id = {APPLICATION_ID}")
         conn.execute(f"pragma user_version = {SCHEMA_VERSION}")
 
@@ -217,12 +233,15 @@ def init_store(conn: Connection, path: Path) -> None:
 ADDED_COLUMNS: tuple[tuple[str, str, str], ...] = (("messages", "moved_at", "real"),)
 
 
-def _add_columns(conn: sqlite3.Connection) -> None:
-    """Add the ``ADDED_COLUMNS`` a store made by an older qdone lacks."""
+def _missing_columns(conn: sqlite3.Connection) -> list[tuple[str, str, str]]:
+    """The ``ADDED_COLUMNS`` a store made by an older qdone lacks (a table not
+    made yet lacks none: it is made with them)."""
+    missing = []
     for table, column, declaration in ADDED_COLUMNS:
         present = {row[1] for row in conn.execute(f"pragma table_info({table})")}
-        if column not in present:
-            conn.execute(f"alter table {table} add column {column} {declaration}")
+        if present and column not in present:
+            missing.append((table, column, declaration))
+    return missing
 
 
 def _store_marks(conn: sqlite3.Connection) -> tuple[int, int]:
