@@ -4,7 +4,9 @@ store (the same semantics as in Redis, tested in tests/cache/test_dedup_redis.py
 from __future__ import annotations
 
 import hashlib
+import json
 import random
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -225,6 +227,22 @@ def test_batch_reports_skipped_lines(tmp_path: Path) -> None:
     # The window is the command's, whatever the queue (Node qdone's key has no queue).
     assert "Skipped 3 duplicates" in result.stderr
     assert "Enqueued 2 jobs" in result.stderr
+
+
+def test_a_store_whose_windows_fail_warns_and_sends(tmp_path: Path) -> None:
+    """Deduplication's warning is the command's output (a JSON line when quiet), and
+    the job is sent anyway (``--dedup-on-error send``)."""
+    path = tmp_path / "s.db"
+    store = f"sqlite://{path}"
+    assert run_qdone("--broker", store, "enqueue", "q", "true").returncode == 0
+    with sqlite3.connect(path) as conn:  # a view cannot be indexed: the windows fail
+        conn.execute("create view dedup_windows as select 1 as id, 1 as copies, 1 as expires")
+    result = run_qdone("--broker", store, "-q", "enqueue", "--external-dedup", "q", "true")
+    assert result.returncode == 0, result.stderr
+    events = [json.loads(line) for line in result.stdout.splitlines()]
+    assert [e["event"] for e in events] == ["WARNING", "WARNING", "ENQUEUED"]
+    assert "deduplication in the qdone store" in events[0]["message"]
+    assert "sending anyway" in events[1]["message"]
 
 
 @pytest.mark.parametrize(

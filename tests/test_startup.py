@@ -85,6 +85,14 @@ def test_sqlite_enqueue_loads_neither_the_aws_sdk_nor_the_worker(tmp_path: Path)
     assert loaded(modules, *_AWS) == []
     assert loaded(modules, "qdone.worker", "qdone.cli.worker", "qdone.job", "qdone.cache") == []
     assert loaded(modules, "qdone.idle", "qdone.check", "qdone.monitor") == []
+    # Only the cache and deduplication log: a plain enqueue has nothing to forward.
+    assert loaded(modules, "logging", "qdone.log_forward", "qdone.dedup") == []
+
+
+def test_the_probe_sees_logging_when_an_enqueue_deduplicates(tmp_path: Path) -> None:
+    """The guard above can fail: with --external-dedup, the same enqueue logs."""
+    modules = modules_after(tmp_path, "enqueue", "--external-dedup", "q", "true")
+    assert loaded(modules, "logging", "qdone.log_forward") == ["logging", "qdone.log_forward"]
 
 
 def test_the_probe_sees_the_aws_sdk_when_sqs_is_used(tmp_path: Path) -> None:

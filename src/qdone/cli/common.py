@@ -216,14 +216,16 @@ def queue_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
 
 
 @contextmanager
-def client_for(options: Options, output: Output, *, reads_only: bool = False) -> Iterator[Client]:
+def client_for(
+    options: Options, output: Output, *, reads_only: bool = False, deduplicates: bool = True
+) -> Iterator[Client]:
     """The API client for a command: as ``open_for`` (the broker named when verbose,
     calls reported, always closed), with the queues it creates shown and the
-    cache's warnings forwarded."""
+    warnings of the cache and of deduplication forwarded (``deduplicates``: whether
+    the command may deduplicate; without it or a cache, there are none to forward)."""
     from ..api import Client
-    from ..log_forward import forward_warnings
 
-    undo = forward_warnings("qdone.cache", output)  # the cache's, and deduplication's
+    undo = _forward_cache_warnings(output) if options.cache_uri or deduplicates else _nothing
     try:
         client = Client(
             options.broker,
@@ -258,9 +260,8 @@ def cache_for(options: Options, output: Output) -> Iterator[Cache | None]:
         yield None
         return
     from ..cache import open_cache
-    from ..log_forward import forward_warnings
 
-    undo = forward_warnings("qdone.cache", output)
+    undo = _forward_cache_warnings(output)
     try:
         cache = open_cache(options.cache_uri, options.cache_prefix, options.cache_ttl_seconds)
     except BaseException:
@@ -271,6 +272,18 @@ def cache_for(options: Options, output: Output) -> Iterator[Cache | None]:
     finally:
         cache.close()
         undo()
+
+
+def _forward_cache_warnings(output: Output) -> Callable[[], None]:
+    """Show the warnings of the cache and of deduplication on ``output`` (which loads
+    ``logging``); returns what undoes it."""
+    from ..log_forward import forward_warnings
+
+    return forward_warnings("qdone.cache", output)
+
+
+def _nothing() -> None:
+    pass
 
 
 def report_calls(broker: Broker, output: Output) -> None:

@@ -117,7 +117,7 @@ def enqueue_command(ctx: click.Context, /, queue: str, command: str, **kwargs: A
     options = options_from(ctx)
     output = make_output(options)
     queue_settings = queue_kwargs(kwargs)
-    with client_for(options, output) as client:
+    with client_for(options, output, deduplicates=kwargs["external_dedup"]) as client:
         result = client.send(queue, command, **queue_settings, **kwargs)
         for note in result.notes:
             output.warn(note)
@@ -178,7 +178,7 @@ def enqueue_batch_command(ctx: click.Context, /, files: tuple[str, ...], **kwarg
     if "-" in files and 0 in CLOSED_AT_START:
         raise UsageError("cannot read <stdin>: standard input is closed")
     lines = read_sources(files)
-    with client_for(options, output) as client:
+    with client_for(options, output, deduplicates=kwargs["external_dedup"]) as client:
         with _progress(output, len(lines)) as progress:
             outcome = client.enqueue_batch(
                 lines, progress=progress, **queue_kwargs(kwargs), **kwargs

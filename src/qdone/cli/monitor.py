@@ -137,7 +137,7 @@ def monitor_command(ctx: click.Context, /, patterns: tuple[str, ...], **kwargs: 
     as_json = kwargs["as_json"] or not sys.stdout.isatty()
     output = Output(verbose=options.verbose, json_lines=as_json)
     screen = _Screen(output, as_json, clear=not as_json and not kwargs["once"])
-    with client_for(options, output, reads_only=True) as client:
+    with client_for(options, output, reads_only=True, deduplicates=False) as client:
         if kwargs["save"]:
             require_sink(client.broker)
 
