@@ -47,6 +47,19 @@ def modules_after(tmp_path: Path, *args: str) -> set[str]:
     return set(json.loads(out.read_text()))
 
 
+def at_start() -> set[str]:
+    """The modules this interpreter has loaded before it runs anything: its own and
+    those of its site-packages' ``.pth`` files, which qdone cannot leave out."""
+    result = subprocess.run(
+        [sys.executable, "-c", "import sys; print(*sys.modules)"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    return set(result.stdout.split())
+
+
 def loaded(modules: set[str], *packages: str) -> list[str]:
     """The modules of ``packages`` (each a package or module name) in ``modules``."""
     return sorted(m for m in modules if any(m == p or m.startswith(p + ".") for p in packages))
@@ -87,6 +100,8 @@ def test_sqlite_enqueue_loads_neither_the_aws_sdk_nor_the_worker(tmp_path: Path)
     assert loaded(modules, "qdone.idle", "qdone.check", "qdone.monitor") == []
     # Only the cache and deduplication log: a plain enqueue has nothing to forward.
     assert loaded(modules, "logging", "qdone.log_forward", "qdone.dedup") == []
+    # The store's path is a string: no pathlib (nor the urllib.parse it loads).
+    assert loaded(modules - at_start(), "pathlib", "urllib") == []
 
 
 def test_the_probe_sees_logging_when_an_enqueue_deduplicates(tmp_path: Path) -> None:

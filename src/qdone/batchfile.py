@@ -7,7 +7,6 @@ import re
 import sys
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import BinaryIO, TypeVar
 
 from .errors import BatchInputError, UsageError
@@ -103,7 +102,7 @@ def read_sources(paths: Sequence[str], stdin: BinaryIO | None = None) -> list[Ba
             jobs.extend(parse_lines("<stdin>", bounded_lines("<stdin>", stream)))
             continue
         try:
-            with Path(path).open("rb") as handle:
+            with open(path, "rb") as handle:
                 jobs.extend(parse_lines(path, bounded_lines(path, handle)))
         except OSError as exc:
             raise UsageError(f"cannot read {path}: {exc.strerror or exc}") from exc

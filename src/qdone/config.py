@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from .naming import validate_layout
 
@@ -37,10 +36,12 @@ class Defaults:
 DEFAULTS = Defaults()
 
 
-def default_store_path() -> Path:
+def default_store_path() -> str:
     """``$XDG_DATA_HOME/qdone/qdone.db``, else ``~/.local/share/qdone/qdone.db``."""
-    base = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
-    return Path(base) / "qdone" / "qdone.db"
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(
+        os.path.expanduser("~"), ".local", "share"
+    )
+    return os.path.join(base, "qdone", "qdone.db")
 
 
 @dataclass(frozen=True)

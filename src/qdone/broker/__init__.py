@@ -4,7 +4,6 @@ so that the SQLite path never loads the AWS SDK."""
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 
 from ..config import Options, default_store_path
 from ..errors import ConfigError
@@ -13,7 +12,7 @@ from .base import Broker
 __all__ = ["Broker", "open_broker", "parse_broker_url"]
 
 
-def parse_broker_url(url: str) -> tuple[str, Path | None]:
+def parse_broker_url(url: str) -> tuple[str, str | None]:
     """``("sqlite", path)`` or ``("sqs", None)``; raises ConfigError otherwise."""
     if url in ("", "sqlite"):
         return "sqlite", default_store_path()
@@ -25,7 +24,7 @@ def parse_broker_url(url: str) -> tuple[str, Path | None]:
                 "(three slashes before an absolute path)"
             )
         # sqlite:////abs/path (SQLAlchemy's spelling) is the same file.
-        return "sqlite", Path("/" + rest.lstrip("/"))
+        return "sqlite", "/" + rest.lstrip("/")
     if url == "sqs":
         return "sqs", None
     raise ConfigError(

@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sqlite3
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Concatenate, ParamSpec, TypeVar
 
 from ..errors import BrokerError, QueueNotFound
@@ -78,7 +78,7 @@ class SqliteBroker(Broker):
 
     def __init__(
         self,
-        path: Path,
+        path: str | os.PathLike[str],
         clock: Callable[[], float] | None = None,
         *,
         defer: bool = False,
@@ -89,7 +89,7 @@ class SqliteBroker(Broker):
         ``reads_only``: a store that cannot be written (a read-only file system or
         file) is opened read-only, for commands that only look (``monitor``)."""
         super().__init__()
-        self.path = Path(path)
+        self.path = os.fspath(path)
         self._clock = clock or time.time
         self._store = Connections(self.path, reads_only=reads_only)
         self._urls: dict[str, str] = {}

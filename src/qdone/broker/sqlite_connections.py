@@ -4,9 +4,9 @@ the store cannot be written and the caller only reads; all closed together."""
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import threading
-from pathlib import Path
 
 from ..errors import BrokerError
 from . import sqlite_schema as schema
@@ -21,7 +21,7 @@ class Connections:
     ``reads_only``: a store that cannot be written (a read-only file system or
     file) is opened read-only, for commands that only look (``monitor``)."""
 
-    def __init__(self, path: Path, *, reads_only: bool = False) -> None:
+    def __init__(self, path: str, *, reads_only: bool = False) -> None:
         self.path = path
         self.json_each = False  # whether this SQLite has json_each (see sqlite_send)
         self.read_only = False  # opened read-only: this process cannot write it
@@ -60,7 +60,7 @@ class Connections:
         command that writes then fails on its first write ("cannot write")."""
         text = str(exc)
         cannot_write = "readonly" in text or "unable to open" in text
-        if not (self._reads_only and cannot_write and self.path.is_file()):
+        if not (self._reads_only and cannot_write and os.path.isfile(self.path)):
             raise schema.mapped_error(exc, self.path) from exc
         try:
             conn = schema.connect_read_only(self.path)

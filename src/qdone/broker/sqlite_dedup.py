@@ -8,7 +8,6 @@ import logging
 import sqlite3
 import threading
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import TypeVar
 
 from ..errors import BrokerError
@@ -45,7 +44,7 @@ class SqliteDedup:
     answered as "no answer"; the broker's own calls report the store's trouble."""
 
     def __init__(
-        self, connect: Callable[[], schema.Connection], path: Path, clock: Callable[[], float]
+        self, connect: Callable[[], schema.Connection], path: str, clock: Callable[[], float]
     ) -> None:
         self.connect = connect
         self.path = path

@@ -13,7 +13,6 @@ import sqlite3
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 
 from ..errors import BrokerError, BrokerUnavailable, StoreDamaged
 
@@ -87,7 +86,7 @@ SCHEMA: dict[str, str] = {
 # -- the file ------------------------------------------------------------------
 
 
-def mapped_error(exc: sqlite3.Error, path: Path) -> BrokerError:
+def mapped_error(exc: sqlite3.Error, path: str) -> BrokerError:
     """The qdone error for an sqlite3 error on the store at ``path``."""
     text = str(exc)
     if "not a database" in text or "encrypted" in text:
@@ -130,10 +129,10 @@ def transaction(conn: Connection) -> Iterator[Connection]:
         conn.execute("commit")
 
 
-def create_file(path: Path) -> None:
+def create_file(path: str) -> None:
     """The store's directory (0700) and an empty file (0600) if there is none yet."""
     try:
-        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        os.makedirs(os.path.dirname(os.path.abspath(path)), mode=0o700, exist_ok=True)
         with contextlib.suppress(FileExistsError):
             os.close(os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600))
     except OSError as exc:
@@ -142,11 +141,11 @@ def create_file(path: Path) -> None:
         ) from exc
 
 
-def connect(path: Path, writers: threading.RLock | None = None) -> Connection:
+def connect(path: str, writers: threading.RLock | None = None) -> Connection:
     """A connection to the store at ``path``; ``writers``: the lock this process's
     connections to it share (see ``transaction``)."""
     conn = sqlite3.connect(
-        str(path),
+        path,
         timeout=BUSY_TIMEOUT,
         isolation_level=None,
         check_same_thread=False,
@@ -158,18 +157,21 @@ def connect(path: Path, writers: threading.RLock | None = None) -> Connection:
     return conn
 
 
-def connect_read_only(path: Path) -> Connection:
+def connect_read_only(path: str) -> Connection:
     """A read-only connection to the store at ``path``, for a store this process
     cannot write (a read-only file system or file): it can still be looked at
     (``monitor``). SQLite reads a WAL store read-only only where it can make or
     open its shared-memory file; where it cannot (a read-only directory), nobody
     can write the store either, and it is opened as immutable."""
+    from pathlib import Path  # for its file URI; only here, a rare case
+
+    uri = Path(path).absolute().as_uri()
     last: sqlite3.Error | None = None
     for query in ("mode=ro", "mode=ro&immutable=1"):
         conn: Connection | None = None
         try:
             conn = sqlite3.connect(
-                f"{path.absolute().as_uri()}?{query}",
+                f"{uri}?{query}",
                 uri=True,
                 timeout=BUSY_TIMEOUT,
                 isolation_level=None,
@@ -190,7 +192,7 @@ def connect_read_only(path: Path) -> Connection:
     raise last
 
 
-def check_store(conn: Connection, path: Path) -> bool:
+def check_store(conn: Connection, path: str) -> bool:
     """Raise ``BrokerUnavailable`` unless ``path`` is a qdone store (or empty) that
     this qdone can use; whether it is whole: of this schema version, with every
     table, index and column of ``SCHEMA`` and ``ADDED_COLUMNS``."""
@@ -210,7 +212,7 @@ def check_store(conn: Connection, path: Path) -> bool:
     )
 
 
-def init_store(conn: Connection, path: Path) -> None:
+def init_store(conn: Connection, path: str) -> None:
     """Check that ``path`` is a qdone store (or empty), then create what it lacks of
     the schema. A whole store is only read (opening it takes no write lock), unless
     this process cannot write the file: the transaction then fails here, with the
