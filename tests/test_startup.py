@@ -69,6 +69,7 @@ def loaded(modules: set[str], *packages: str) -> list[str]:
 def test_version_alone_loads_not_even_the_command_line(tmp_path: Path, flag: str) -> None:
     modules = modules_after(tmp_path, flag)
     assert loaded(modules, *_AWS, "click", "qdone.cli", "qdone.broker", "qdone.worker") == []
+    assert loaded(modules - at_start(), "typing") == []
 
 
 def test_version_among_options_loads_no_command_broker_or_aws_sdk(tmp_path: Path) -> None:

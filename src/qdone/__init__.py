@@ -9,9 +9,12 @@ loaded only by a client of the ``sqs`` broker.
 from __future__ import annotations
 
 import importlib
-from typing import TYPE_CHECKING, Any
 
+# typing's constant, without loading typing: ``qdone --version`` loads nothing more.
+TYPE_CHECKING = False
 if TYPE_CHECKING:
+    from typing import Any
+
     from .api import Client, EnqueueBatchResult, NotEnqueued
     from .batchfile import BatchLine
     from .enqueue import EnqueueResult
