@@ -99,6 +99,7 @@ def test_sqlite_enqueue_loads_neither_the_aws_sdk_nor_the_worker(tmp_path: Path)
     assert loaded(modules, *_AWS) == []
     assert loaded(modules, "qdone.worker", "qdone.cli.worker", "qdone.job", "qdone.cache") == []
     assert loaded(modules, "qdone.idle", "qdone.check", "qdone.monitor") == []
+    assert loaded(modules, "qdone.api.results", "qdone.enqueue_send") == []  # enqueue-batch's
     # Only the cache and deduplication log: a plain enqueue has nothing to forward.
     assert loaded(modules, "logging", "qdone.log_forward", "qdone.dedup") == []
     # The store's path is a string: no pathlib (nor the urllib.parse it loads).

@@ -14,23 +14,23 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING
 
-from ..batchfile import BatchLine
 from ..config import DEFAULTS
 from ..enqueue import EnqueueResult, SendSettings, enqueue, enqueue_batch
 from ..errors import UsageError
 from .connection import Connection
 from .fleet import deduper, fleet
 from .options import dedup_settings, names, queue_options, whole
-from .results import EnqueueBatchResult, batch_lines, batch_result
 
-# The worker and monitor are loaded by the methods that use them: an enqueue
-# (``qdone enqueue`` included) loads neither.
+# The worker, the monitor and enqueue-batch's results are loaded by the methods that
+# use them: an enqueue (``qdone enqueue`` included) loads none of them.
 if TYPE_CHECKING:
+    from ..batchfile import BatchLine
     from ..dedup import RunClaims
     from ..monitor import Snapshot
     from ..worker import Worker
     from ..worker.events import Event, Summary
     from ..worker.handler import Handler
+    from .results import EnqueueBatchResult
 
 __all__ = ["Client"]
 
@@ -197,6 +197,8 @@ class Client(Connection):
         the broker refuses are retried; what still fails is listed in the result's
         ``failed``, and everything else was enqueued. ``progress`` is called with
         the number of jobs of each batch sent."""
+        from .results import batch_lines, batch_result
+
         whole("--delay", delay)
         q = queue_options(
             fifo=fifo,
