@@ -300,10 +300,14 @@ def test_sigterm_mid_drain_finishes_running_jobs_and_loses_nothing(
     put(store, Options(), "term", commands)
     w = workers(sqlite_env)
     proc = w.start("--drain", "-w", "0", "-c", "4", "term")
-    wait_for(lambda: len(lines(log)) >= 200, 30, "100 jobs to run")
-    running = {i for kind, i in lines(log) if kind == "S"} - {
-        i for kind, i in lines(log) if kind == "E"
-    }
+
+    def running_now() -> set[str]:
+        seen = lines(log)
+        return {i for kind, i in seen if kind == "S"} - {i for kind, i in seen if kind == "E"}
+
+    # Signal once 100 jobs ran and some job is running (between two jobs none is).
+    wait_for(lambda: len(lines(log)) >= 200 and bool(running_now()), 30, "100 jobs to run")
+    running = running_now()
     proc.send_signal(signal.SIGTERM)
     proc.wait(30)
     out, err = w.output(proc)
