@@ -1,9 +1,12 @@
-"""The polling policy alone (``worker.schedule``): pure, with time passed in."""
+"""The polling policy alone (``worker.schedule``; who ``worker.policy.Slots`` wakes):
+pure, with time passed in."""
 
 from __future__ import annotations
 
 from itertools import pairwise
+from types import SimpleNamespace
 
+from qdone.worker.policy import Slots
 from qdone.worker.queues import QueueRef
 from qdone.worker.schedule import Schedule, _phase, check_period
 from qdone.worker.sweep import BURST, SWEEP_RATE
@@ -151,3 +154,43 @@ def test_no_sweep_when_every_queue_is_long_polled_or_draining() -> None:
     assert long_polled.due_checks(0.0, 0, 100) == []
     # Draining confirms every queue empty at once anyway; none twice.
     assert "u0" not in {q.url for q in draining.due_checks(0.0, 0, 100)}
+
+
+def test_no_check_comes_due_while_checks_are_not_possible() -> None:
+    # What lets a worker leave its checkers asleep while jobs run (``Slots.watched``).
+    for drain in (False, True):
+        s = schedule(2, drain=drain)
+        s.set_queues(refs(2), 0.0)  # every queue long-polled
+        assert not s.checks_possible()
+        for url in ("u0", "u1"):
+            s.received(url, 1, 0, 0.0, s.epoch)
+        s.epoch += 1  # a job ended
+        for now in (0.0, 1.5, 30.0, 1000.0):
+            assert all(s.due_checks(now, running, 10) == [] for running in (0, 1, 2))
+        s.checked("u0", 0, 3, 1.0, s.epoch)  # delayed messages: draining, seen every second
+        assert s.checks_possible() is drain
+        assert [q.url for q in s.due_checks(2.0, 1, 10)] == (["u0"] if drain else [])
+    s = schedule(1)
+    s.set_queues(refs(2), 0.0)  # more queues than slots: idle ones are checked
+    assert s.checks_possible()
+
+
+def test_slots_wake_the_watchers_only_when_a_change_may_concern_them() -> None:
+    slots = Slots(2)
+    woken: list[int] = []
+    slots.watch = SimpleNamespace(notify_all=lambda: woken.append(slots.used))  # type: ignore[assignment]
+    slots.watched = lambda: False
+    for _ in range(2):
+        slots.reserve(1)
+        slots.settle(1, 1)  # a job starts: one more running
+    slots.release(1)
+    assert woken == []  # a job still runs: nothing they wait for changed
+    slots.release(1)
+    assert woken == [0]  # none runs: a drain may be over
+    slots.reserve(1)
+    slots.settle(1, 1)
+    slots.watched = lambda: True  # e.g. stopping, or checks can come due
+    slots.notify_all()
+    slots.watched = lambda: False
+    slots.wake()  # a stop, new queues: everyone
+    assert woken == [0, 1, 1]

@@ -165,7 +165,7 @@ class Lanes:
                     q.url, pick.n, len(messages), self._clock(), epoch, not check
                 )
             self.handoff.extend(others)
-            self._cond.notify_all()
+            self._slots.notify_all()
         if failed is not None:
             self._receive_failed(q, failed)
         elif check:

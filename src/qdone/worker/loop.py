@@ -112,6 +112,9 @@ class Worker:
         )
         self._schedule = Schedule.for_worker(settings, sqs=broker.service == "SQS", rng=rng)
         self._stopping = self._runner.stopping  # the runner's jobs see the stop
+        # With jobs running, a change concerns the main loop only once stopping (no
+        # drain can end), and the checkers only if a check can come due.
+        self._slots.watched = lambda: self._stopping.is_set() or self._schedule.checks_possible()
         self._watcher = Watcher(
             self._schedule,
             self._slots,
@@ -226,7 +229,7 @@ class Worker:
             elif self._resolver.due():
                 self._refresh()
             with self._cond:
-                self._cond.wait(TICK)
+                self._slots.watch.wait(TICK)
 
     def _waiting(self) -> Waiting:
         with self._cond:
@@ -269,7 +272,7 @@ class Worker:
         with self._cond:
             changed = self._schedule.set_queues(resolution.queues, self._clock())
             self._watcher.names = {q.name: q.url for q in resolution.queues}
-            self._cond.notify_all()
+            self._slots.wake()
         if changed or first:
             self._emit(Listening(tuple(q.name for q in resolution.queues)))
 
@@ -306,7 +309,7 @@ class Worker:
         before may hold messages again (a job may enqueue; a FIFO group is free)."""
         with self._cond:
             self._schedule.epoch += 1
-            self._cond.notify_all()
+            self._slots.notify_all()
 
     def _emit(self, event: Event) -> None:
         """Report ``event``. Reporting never changes what happens to a job: a

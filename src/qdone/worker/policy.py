@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import random
 import threading
+from collections.abc import Callable
 
 from .events import MAX_VISIBILITY
 
@@ -17,13 +18,20 @@ class Slots:
     """Free job slots. A receive reserves slots first, so the worker never holds a
     message it cannot start at once; a chain of messages (one FIFO group) holds one.
     ``polling``: slots held by receives in flight. ``cond`` (reentrant) guards them
-    and is what the worker's threads wait on."""
+    and is what the lanes wait on; ``watch``, over the same lock, is what the
+    watchers (the main loop, the checkers) wait on. A change wakes the lanes, but
+    the watchers only with no job running or when ``watched`` says it may concern
+    them: waking every thread at each job's start and end cost the worker about
+    as much CPU as the rest of what it does for a job."""
 
     def __init__(self, total: int) -> None:
         self.total = total
         self.used = 0
         self.polling = 0
-        self.cond = threading.Condition(threading.RLock())
+        lock = threading.RLock()
+        self.cond = threading.Condition(lock)
+        self.watch = threading.Condition(lock)
+        self.watched: Callable[[], bool] = lambda: True  # called with the lock held
 
     def lower(self, total: int) -> int:
         """Hold at most ``total`` slots from now on (at least 1, never more than
@@ -54,7 +62,7 @@ class Slots:
         with self.cond:
             self.polling -= n
             self.used -= n - kept
-            self.cond.notify_all()
+            self.notify_all()
 
     def release(self, n: int = 1) -> None:
         """``n`` chains of received messages are done with."""
@@ -62,11 +70,20 @@ class Slots:
             return
         with self.cond:
             self.used -= n
-            self.cond.notify_all()
+            self.notify_all()
 
-    def wake(self) -> None:
+    def notify_all(self) -> None:
+        """Something changed: wake the lanes, and the watchers if it may concern them."""
         with self.cond:
             self.cond.notify_all()
+            if self.used == self.polling or self.watched():
+                self.watch.notify_all()
+
+    def wake(self) -> None:
+        """Wake every thread (a stop, new queues)."""
+        with self.cond:
+            self.cond.notify_all()
+            self.watch.notify_all()
 
 
 def retry_delay(

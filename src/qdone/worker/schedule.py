@@ -166,6 +166,11 @@ class Schedule:
         """Every queue may be long-polled at once: idle queues are not checked."""
         return not self.active_only and len(self._queues) <= self.concurrency
 
+    def checks_possible(self) -> bool:
+        """Whether a check can come due at all: not while every queue is long-polled
+        and none showed delayed messages (see ``_check_due``; no sweep then)."""
+        return not self.longpoll_all() or any(s.delayed for s in self._queues.values())
+
     def period(self) -> float:
         return check_period(
             queues=len(self._queues),

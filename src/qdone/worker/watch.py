@@ -50,7 +50,7 @@ class Watcher:
                 due = self._schedule.due_checks(now, self._slots.running(), limit=1)
                 if not due:
                     delay = self._schedule.next_check_at() - now
-                    self._cond.wait(max(0.01, min(TICK, delay)))
+                    self._slots.watch.wait(max(0.01, min(TICK, delay)))
                     continue
             for q in due:
                 self.check(q)
@@ -66,7 +66,7 @@ class Watcher:
             visible, delayed = -1, -1
         with self._cond:
             self._schedule.checked(q.url, visible, delayed, self._clock(), epoch)
-            self._cond.notify_all()
+            self._slots.notify_all()
 
     def wake_loop(self, wakes: WakeSource) -> None:
         """The wake-up thread's body: each queue named is polled at the next free slot."""
@@ -77,7 +77,7 @@ class Watcher:
                 with self._cond:
                     url = self.names.get(name)
                     if url is not None and self._schedule.wake(url):
-                        self._cond.notify_all()
+                        self._slots.notify_all()
         except Exception as exc:  # an accelerator: its failure ends wake-ups, not the worker
             if not self._stopping.is_set():
                 self._emit(BrokerTrouble("", f"wake-ups stopped: {exc}", 0.0))
