@@ -171,6 +171,22 @@ def test_acker_deletes_several_batches_a_call_where_the_broker_takes_them(
     assert counts(broker, url) == (0, 0)
 
 
+def test_acker_tells_once_what_it_sent_is_no_longer_pending(
+    store: Broker, clock: FakeClock
+) -> None:
+    # A drain waiting for its last deletes hears they went at once, not at its next tick.
+    put(store, Options(broker="sqlite"), "settle", "true")
+    url = store.get_queue_url("qdone_settle")
+    [m] = store.receive(url, 1, 30, 0)
+    pending: list[int] = []
+    acker = Acker(store, clock=clock, margin=2, on_settled=lambda: pending.append(acker.pending()))
+    acker.hold(m, clock(), 30)
+    acker.delete(m)
+    acker.flush()
+    assert pending == [0]
+    assert counts(store, url) == (0, 0)
+
+
 # -- running --------------------------------------------------------------------
 
 

@@ -58,6 +58,7 @@ class Acker:
         flush_interval: float = 1.0,
         on_error: Callable[[str, str], None] | None = None,
         on_sent: Callable[[], None] | None = None,  # after changes or FIFO deletes went out
+        on_settled: Callable[[], None] | None = None,  # after a send, no longer pending
     ) -> None:
         self.broker = broker
         # Deletes sent per call: SQLite deletes several batches in one transaction.
@@ -67,6 +68,7 @@ class Acker:
         self._interval = flush_interval
         self._on_error = on_error or (lambda _queue, _text: None)
         self._on_sent = on_sent or (lambda: None)
+        self._on_settled = on_settled or (lambda: None)
         self._sending = 0
         self._cond = threading.Condition()
         self._deletes: dict[str, list[tuple[Message, int]]] = {}
@@ -200,6 +202,7 @@ class Acker:
                 self._on_sent()
             with self._cond:
                 self._sending -= count
+            self._on_settled()  # a drain waiting for its last deletes sees them gone
 
     def _extend_due(self) -> None:
         with self._cond:

@@ -94,6 +94,7 @@ class Worker:
             flush_interval=settings.flush_interval,
             on_error=lambda url, text: self._emit(BrokerTrouble(broker.queue_name(url), text, 0.0)),
             on_sent=self._activity,
+            on_settled=lambda: self._slots.notify_all(),
         )
         self._slots = Slots(settings.concurrency)
         self._cond = self._slots.cond  # guards the slots, the schedule and the hand-offs
