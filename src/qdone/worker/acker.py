@@ -74,6 +74,9 @@ class Acker:
         self._deletes: dict[str, list[tuple[Message, int]]] = {}
         self._changes: dict[str, list[_Change]] = {}
         self._held: dict[str, _Held] = {}
+        # No held message expires before this (a bound: extensions only push expiries
+        # later), so that a receive need not look at every held message.
+        self._earliest = math.inf
         self._stopped = False
         self._urgent = False
         self._threads: list[threading.Thread] = []
@@ -85,6 +88,7 @@ class Acker:
         held = _Held(message, received_at, received_at + timeout, timeout)
         with self._cond:
             self._held[message.receipt] = held
+            self._earliest = min(self._earliest, held.expires_at)
 
     def cover(self, message: Message, seconds: int) -> None:
         """Its job started: keep it hidden up to ``seconds`` from now, no longer."""
@@ -131,9 +135,12 @@ class Acker:
         message of a job that succeeded meanwhile, before its delete goes out."""
         now = self._clock()
         with self._cond:
+            if now < self._earliest:
+                return
             lapsed = any(
                 h.message.queue_url == url and h.expires_at <= now for h in self._held.values()
             )
+            self._earliest = min((h.expires_at for h in self._held.values()), default=math.inf)
         if lapsed:
             self.tick()
 

@@ -147,6 +147,8 @@ class Runner:
                 done += 1
                 if retried or self.killed.is_set():
                     break
+                if done < len(chain):
+                    self._on_activity()  # a job ended (the last one's end is told below)
         finally:
             for m in chain[done:]:  # not run: made visible, or given back if killed
                 if self.killed.is_set():
@@ -161,31 +163,28 @@ class Runner:
         """Run (or archive) one message; True when it holds its FIFO group back
         (retried, or failed on a queue without redrive). A job that
         ends well leaves its delete and report in ``pending``."""
+        if self.settings.archive:
+            return not self._archive(q, m)
+        if self._claims is not None and not self._claims.claim(m, self._claim_ttl()):
+            self._emit(DuplicateSkipped(q.name, m.message_id, m.body, m.attributes[ATTRIBUTE]))
+            self._acker.delete(m)
+            return False
         try:
-            if self.settings.archive:
-                return not self._archive(q, m)
-            if self._claims is not None and not self._claims.claim(m, self._claim_ttl()):
-                self._emit(DuplicateSkipped(q.name, m.message_id, m.body, m.attributes[ATTRIBUTE]))
-                self._acker.delete(m)
-                return False
-            try:
-                result = self._execute(q, m, pending)
-            except _NotStarted as exc:
-                self._not_started(q, m, str(exc.__cause__))
-                return False
-            if result.ok:
-                pending.append(lambda: self._succeeded(q, m, result))
-                return False
-            self._count("ran")
-            if stopped_by_service(result, self.stopping):
-                self._give_back(q, m, result)
-                return False
-            if killed_by_worker(result):
-                self._give_back(q, m, result, self._give_back_until)
-                return False
-            return self._failed(q, m, result, received_at)
-        finally:
-            self._on_activity()
+            result = self._execute(q, m, pending)
+        except _NotStarted as exc:
+            self._not_started(q, m, str(exc.__cause__))
+            return False
+        if result.ok:
+            pending.append(lambda: self._succeeded(q, m, result))
+            return False
+        self._count("ran")
+        if stopped_by_service(result, self.stopping):
+            self._give_back(q, m, result)
+            return False
+        if killed_by_worker(result):
+            self._give_back(q, m, result, self._give_back_until)
+            return False
+        return self._failed(q, m, result, received_at)
 
     def _archive(self, q: QueueRef, m: Message) -> bool:
         """Write the command out, then delete its message: only a command written
