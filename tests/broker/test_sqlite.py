@@ -434,6 +434,28 @@ def test_a_lock_held_too_long_is_a_broker_error(
     broker.close()
 
 
+def test_after_a_busy_receive_an_empty_queue_is_again_seen_without_the_write_lock(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sqlite_schema, "BUSY_TIMEOUT", 0.05)
+    broker = SqliteBroker(tmp_path / "s.db")
+    url = broker.create_queue("q", {})
+    _send(broker, url, "x")
+    assert _bodies(broker, url) == ["x"]  # found messages: the next receive claims at once
+    assert _bodies(broker, url) == []
+    holder = sqlite3.connect(tmp_path / "s.db", isolation_level=None)
+    holder.execute("begin immediate")
+    assert _bodies(broker, url) == []  # seen empty without waiting for the lock
+    holder.execute("rollback")
+    holder.close()
+    _send(broker, url, "y")
+    assert _bodies(broker, url) == ["y"]
+    broker.delete_queue(url)
+    with pytest.raises(QueueNotFound):
+        broker.receive(url, 10, 30, 0)
+    broker.close()
+
+
 # -- concurrency ----------------------------------------------------------------------------
 
 

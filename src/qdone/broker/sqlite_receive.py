@@ -12,11 +12,11 @@ is moved to the dead-letter queue in the same transaction, not at a later receiv
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sqlite3
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from typing import NamedTuple
 
 from . import sqlite_queues as queues
@@ -50,15 +50,22 @@ class _Row(NamedTuple):
     receive_count: int
 
 
-@dataclass(frozen=True)
 class _Claim:
-    """Where a receive is: the queue, its dead-letter target, now and the cutoff of retention."""
+    """Where a receive is: the queue, now, the cutoff of retention, and the queue's
+    dead-letter target (looked up, in the same transaction, only once a message
+    needs it: most receives redrive nothing)."""
 
-    queue: queues.QueueRow
-    dead_letter: int | None
-    max_receives: int | None
-    now: float
-    oldest: float
+    def __init__(self, conn: sqlite3.Connection, queue: queues.QueueRow, now: float) -> None:
+        self._conn = conn
+        self.queue = queue
+        self.max_receives = queue.settings.max_receives
+        self.now = now
+        self.oldest = now - queue.settings.retention
+
+    @functools.cached_property
+    def dead_letter(self) -> int | None:
+        name = self.queue.settings.dead_letter
+        return queues.qid(self._conn, name) if name else None
 
 
 def _message(url: str, row: _Row, token: str) -> Message:
@@ -90,18 +97,22 @@ def receive_once(
     visibility_timeout: int,
     clock: Callable[[], float],
 ) -> list[Message]:
-    """Claim up to ``limit`` messages of the queue at ``url`` now, without waiting."""
+    """Claim up to ``limit`` messages of the queue at ``url`` now, without waiting.
+    An empty queue is seen without the write lock, unless this connection's last
+    receive from it found messages (a busy queue: the look would be wasted)."""
     name = queues.queue_name(url)
-    visible = conn.execute(
-        "select 1 from queues q join messages m on m.qid = q.qid"
-        " where q.name = ? and m.visible_at <= ? limit 1",
-        (name, clock()),
-    ).fetchone()
-    if visible is None:  # nothing to claim: spare the write lock
-        queues.find(conn, name)  # but say so if there is no such queue
-        return []
+    if url not in conn.busy:
+        visible = conn.execute(
+            "select 1 from queues q join messages m on m.qid = q.qid"
+            " where q.name = ? and m.visible_at <= ? limit 1",
+            (name, clock()),
+        ).fetchone()
+        if visible is None:  # nothing to claim: spare the write lock
+            queues.find(conn, name)  # but say so if there is no such queue
+            return []
+    conn.busy.discard(url)
     with schema.transaction(conn):
-        claim = _claim(conn, queues.find(conn, name), clock())
+        claim = _Claim(conn, queues.find(conn, name), clock())
         if claim.queue.settings.fifo:
             rows = _select_fifo(conn, claim, limit)
         else:
@@ -109,19 +120,9 @@ def receive_once(
         messages = _take(conn, url, rows, claim.now + visibility_timeout)
         if messages:
             queues.touch_busy(conn, claim.queue, claim.now)
+    if messages:
+        conn.busy.add(url)
     return messages
-
-
-def _claim(conn: sqlite3.Connection, queue: queues.QueueRow, now: float) -> _Claim:
-    return _Claim(
-        queue=queue,
-        dead_letter=queues.qid(conn, queue.settings.dead_letter)
-        if queue.settings.dead_letter
-        else None,
-        max_receives=queue.settings.max_receives,
-        now=now,
-        oldest=now - queue.settings.retention,
-    )
 
 
 def _select_standard(conn: sqlite3.Connection, claim: _Claim, limit: int) -> list[_Row]:
@@ -233,7 +234,7 @@ def redrive_now(
     SQS the next receive moves it; nothing but timing tells the two apart)."""
     if queue.settings.dead_letter is None or queue.settings.max_receives is None:
         return
-    claim = _claim(conn, queue, now)
+    claim = _Claim(conn, queue, now)
     if claim.dead_letter is None:
         return
     placeholders = ", ".join("?" * len(rows))

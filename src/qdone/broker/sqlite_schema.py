@@ -106,9 +106,11 @@ def mapped_error(exc: sqlite3.Error, path: str) -> BrokerError:
 
 
 class Connection(sqlite3.Connection):
-    """A connection to a store, with the lock its process's writers share."""
+    """A connection to a store, with the lock its process's writers share, and the
+    urls of the queues its last receive from found messages (``sqlite_receive``)."""
 
     writers: threading.RLock
+    busy: set[str]
 
 
 @contextmanager
@@ -153,6 +155,7 @@ def connect(path: str, writers: threading.RLock | None = None) -> Connection:
     )
     assert isinstance(conn, Connection)
     conn.writers = writers or threading.RLock()
+    conn.busy = set()
     conn.execute("pragma synchronous = normal")  # WAL: durable across crashes of qdone
     return conn
 
@@ -180,6 +183,7 @@ def connect_read_only(path: str) -> Connection:
             )
             assert isinstance(conn, Connection)
             conn.writers = threading.RLock()
+            conn.busy = set()
             check_store(conn, path)
             return conn
         except (sqlite3.Error, BrokerError) as exc:
