@@ -99,7 +99,7 @@ def receive_once(
 ) -> list[Message]:
     """Claim up to ``limit`` messages of the queue at ``url`` now, without waiting.
     An empty queue is seen without the write lock, unless this connection's last
-    receive from it found messages (a busy queue: the look would be wasted)."""
+    receive from it found messages (a busy standard queue: the look would be wasted)."""
     name = queues.queue_name(url)
     if url not in conn.busy:
         visible = conn.execute(
@@ -120,7 +120,10 @@ def receive_once(
         messages = _take(conn, url, rows, claim.now + visibility_timeout)
         if messages:
             queues.touch_busy(conn, claim.queue, claim.now)
-    if messages:
+    if messages and not claim.queue.settings.fifo:
+        # Not FIFO: there, the look lets the delete that frees the group of the
+        # worker's last job land first more often (a group claimed sooner would be
+        # found held, and the receive would take other groups' messages instead).
         conn.busy.add(url)
     return messages
 
