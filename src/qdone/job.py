@@ -193,7 +193,7 @@ class Job:
         self._pid: int | None = None
         self._status: int | None = None  # exit code, or -signal, once reaped
         self._pipes: dict[int, TailBuffer] = {}
-        self._killed = threading.Event()
+        self._killed = False  # set by kill(), from any thread
         self.stdout = TailBuffer()
         self.stderr = TailBuffer()
 
@@ -228,7 +228,7 @@ class Job:
 
     def kill(self) -> None:
         """SIGKILL the job's process group now (thread-safe, idempotent)."""
-        self._killed.set()
+        self._killed = True
         self._signal_group(signal.SIGKILL)
 
     def _signal_group(self, sig: signal.Signals) -> None:
@@ -269,7 +269,7 @@ class Job:
             stderr=self.stderr.text(),
             duration=self._clock() - self._started,
             timed_out=timed_out,
-            killed=self._killed.is_set(),
+            killed=self._killed,
             stdout_dropped=self.stdout.dropped,
             stderr_dropped=self.stderr.dropped,
         )

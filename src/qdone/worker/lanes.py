@@ -157,6 +157,7 @@ class Lanes:
         mine, others = (runs[:1], runs[1:]) if run_first else (runs, [])
         with self._cond:
             self.inflight -= 1
+            # Wakes the lanes (and the watchers) once the lock is let go, all told below.
             self._slots.settle(pick.n, len(runs))
             # Draining with no job left, an empty queue must show no delayed message too.
             check = self._settings.drain and not (messages or failed or self._slots.running())
@@ -165,7 +166,6 @@ class Lanes:
                     q.url, pick.n, len(messages), self._clock(), epoch, not check
                 )
             self.handoff.extend(others)
-            self._slots.notify_all()
         if failed is not None:
             self._receive_failed(q, failed)
         elif check:
