@@ -182,7 +182,7 @@ def _bare_sqlite(path: Path, n: int) -> float:
     transaction."""
     db = sqlite3.connect(path, isolation_level=None)
     db.execute("pragma journal_mode = wal")
-    for statement in SCHEMA:
+    for statement in SCHEMA.values():
         db.execute(statement)
     rows = [(1, uuid.uuid4().hex, f"echo job {i}", None, None, 0.0, 0.0) for i in range(n)]
     insert = (
