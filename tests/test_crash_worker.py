@@ -201,6 +201,21 @@ def stuck_job(log: Path, pids: Path, i: int) -> str:
     )
 
 
+def survivors(pids: list[int]) -> dict[int, str]:
+    """What each live pid of ``pids`` is: its /proc stat line (state, parent, group)
+    and command line."""
+    found = {}
+    for pid in pids:
+        if not gone(pid):
+            try:
+                stat = Path(f"/proc/{pid}/stat").read_text().strip()
+                cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ")
+            except OSError as exc:
+                stat, cmd = str(exc), b""
+            found[pid] = f"{stat} | {cmd.decode(errors='replace')}"
+    return found
+
+
 def crash_and_recover(
     broker: Broker,
     options: Options,
@@ -236,7 +251,10 @@ def crash_and_recover(
         proc.wait(10)
     # Every job dies with its worker (the worker's keeper kills their groups).
     jobs = [int(p.read_text()) for p in pids.iterdir()]
-    wait_for(lambda: all(gone(pid) for pid in jobs), 15, "the jobs to die with the workers")
+    try:
+        wait_for(lambda: all(gone(pid) for pid in jobs), 15, "the jobs to die with the workers")
+    except AssertionError as exc:  # say which survived, and what they are
+        raise AssertionError(f"{exc}: {survivors(jobs)}") from None
     workers.kill_orphans(iter(jobs))  # in case they did not
     names = [f"{options.prefix}crash", f"{options.prefix}crashr"]
     assert [counts(broker, n) for n in names] == [(0, 10), (0, 10)]
